@@ -1,0 +1,45 @@
+# Two commands matter (see README): `make run` (the main job on embedded defaults) and `make test`.
+# Every target works on a fresh clone: the virtual environment is created on first use.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Always run with the venv's bin first on PATH: DeepSpeed JIT-compiles its ops with whatever `ninja` comes
+# first and rebuilds them (about a minute) whenever that changes.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
+export DVC_NO_ANALYTICS ?= 1
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export DS_ACCELERATOR ?= cpu
+
+.PHONY: install run demo test lint format clean-shm
+
+# One pip command for the whole stack, torch pinned by constraints.txt (a CPU wheel on disk; anything else
+# pulls a multi-GB CUDA build) and everything else by the lock file, so pip never backtracks.
+$(VENV)/.installed: pyproject.toml constraints.txt requirements.lock
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -c requirements.lock -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/mmp run
+
+demo: install
+	$(VENV)/bin/mmp demo
+
+test: install
+	$(VENV)/bin/python -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+# The deepspeed launcher leaves all-reduce buffers in /dev/shm.
+clean-shm:
+	rm -f /dev/shm/deepspeed_allreduce_buffer_*

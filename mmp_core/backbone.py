@@ -1,0 +1,158 @@
+"""Loading and freezing the ViLT backbone.
+
+A backbone source is one of
+  * a local directory written by `ViltModel.save_pretrained` (e.g. a downloaded `dandelin/vilt-b32-mlm`),
+    optionally with the tokenizer's `vocab.txt` beside it;
+  * an `s3://bucket/prefix` URI: the objects are mirrored into a local cache with boto3, each one verified;
+  * `small:<name>`: a named small configuration with random weights (tests, benchmarks, pretraining).
+
+Nothing is ever fetched from a model hub, and weights are only read from safetensors files (never unpickled).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import ViltConfig, ViltModel
+
+WEIGHTS_NAME = "model.safetensors"
+
+# Named small configurations. `vilt-b32` has the shapes of dandelin/vilt-b32-mlm (random weights): it is for
+# shape accounting and benchmarks, never for results.
+SMALL_CONFIGS: dict[str, dict] = {
+    "tiny": dict(
+        hidden_size=32,
+        num_hidden_layers=6,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=64,
+        patch_size=16,
+        max_position_embeddings=16,
+        vocab_size=64,
+    ),
+    "small": dict(
+        hidden_size=128,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        intermediate_size=512,
+        image_size=128,
+        patch_size=16,
+        max_position_embeddings=40,
+        vocab_size=1024,
+    ),
+    "vilt-b32": dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        image_size=384,
+        patch_size=32,
+        max_position_embeddings=40,
+        vocab_size=30522,
+    ),
+}
+
+
+def small_config(name: str, **overrides) -> ViltConfig:
+    """The ViltConfig of a named small configuration, with optional overrides (e.g. `vocab_size`)."""
+    if name not in SMALL_CONFIGS:
+        raise ValueError(f"unknown small backbone {name!r}; choose one of {sorted(SMALL_CONFIGS)}")
+    values = {**SMALL_CONFIGS[name], **overrides}
+    # max_image_length=-1: keep every image patch (no random subsampling), as ViLT does at fine-tuning time.
+    return ViltConfig(max_image_length=-1, **values)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MMP_CACHE_DIR", Path.home() / ".cache" / "mmp"))
+
+
+def resolve_backbone_dir(source: str, cache_dir: Path | None = None) -> Path:
+    """The local directory holding a backbone given as a path or an s3:// URI (downloaded and verified)."""
+    if source.startswith("s3://"):
+        from mmp_core import s3
+
+        location = s3.S3Uri.parse(source)
+        target = (cache_dir or default_cache_dir()) / "backbones" / location.bucket / location.prefix
+        return s3.download_prefix(source, target)
+    path = Path(source)
+    if not path.is_dir():
+        raise FileNotFoundError(f"backbone directory {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"backbone directory {path} has no config.json (expected save_pretrained output)")
+    if not (path / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(
+            f"backbone directory {path} has no {WEIGHTS_NAME}; mmp only loads safetensors weights "
+            "(convert a .bin checkpoint once with transformers' save_pretrained(safe_serialization=True))"
+        )
+    return path
+
+
+def load_backbone(
+    source: str,
+    *,
+    max_text_len: int | None = None,
+    cache_dir: Path | None = None,
+    seed: int = 0,
+    **small_overrides,
+) -> ViltModel:
+    """Load a ViLT backbone, interpolate its text positions to `max_text_len` if longer, and freeze it.
+
+    `source` is a directory, an s3:// URI or `small:<name>` (random init from `seed`; `small_overrides`
+    such as `vocab_size` adjust the named config).
+    """
+    if source.startswith("small:"):
+        config = small_config(source.removeprefix("small:"), **small_overrides)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = ViltModel(config, add_pooling_layer=True)
+    else:
+        if small_overrides:
+            raise ValueError(f"overrides {sorted(small_overrides)} only apply to small:<name> backbones")
+        directory = resolve_backbone_dir(source, cache_dir)
+        model = ViltModel.from_pretrained(directory, use_safetensors=True, local_files_only=True)
+    model.config._name_or_path = source
+    if max_text_len is not None:
+        interpolate_text_positions(model, max_text_len)
+    freeze(model)
+    return model
+
+
+def interpolate_text_positions(model: ViltModel, max_text_len: int) -> None:
+    """Stretch the frozen text position table linearly to `max_text_len` positions (spec §1).
+
+    ViLT-B/32 was pretrained with 40 text positions; MM-IMDb plots need far more. Shorter tables are kept
+    as they are (a shorter max_text_len simply uses the first positions).
+    """
+    text = model.embeddings.text_embeddings
+    old = text.position_embeddings.weight.data  # (P, H)
+    if max_text_len <= old.shape[0]:
+        return
+    new = F.interpolate(old.T.unsqueeze(0), size=max_text_len, mode="linear", align_corners=True)[0].T
+    text.position_embeddings = nn.Embedding(max_text_len, old.shape[1]).to(old.dtype)
+    text.position_embeddings.weight.data.copy_(new)
+    text.position_ids = torch.arange(max_text_len).expand((1, -1))
+    text.token_type_ids = torch.zeros((1, max_text_len), dtype=torch.long)
+    model.config.max_position_embeddings = max_text_len
+
+
+def freeze(model: nn.Module) -> None:
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+
+
+def fingerprint(model: nn.Module) -> str:
+    """SHA-256 over every parameter and persistent buffer (names, dtypes, shapes, bytes), in name order.
+
+    Adapters record it so that loading onto other weights is caught.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()

@@ -1,0 +1,46 @@
+"""The `mmp` command: parses arguments and calls one library function per subcommand.
+
+Each area of the library owns its subcommands in a small `commands` module exposing
+`add_subcommands(subparsers)`; every subparser sets `func(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that contribute subcommands, in help order. Listed by name so that `mmp --help` stays fast.
+COMMAND_MODULES = (
+    "mmp_core.prompts.commands",
+    "mmp_core.data.commands",
+    "mmp_core.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmp", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name and name.startswith(error.name):  # area not present in this build
+                continue
+            raise
+        module.add_subcommands(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
+        # Bad input is reported as one clear line, not a traceback (the message names the file/field).
+        print(f"mmp {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
