@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import ViltConfig, ViltModel
+from transformers.utils import logging as hf_logging
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -114,6 +115,7 @@ def load_backbone(
         if small_overrides:
             raise ValueError(f"overrides {sorted(small_overrides)} only apply to small:<name> backbones")
         directory = resolve_backbone_dir(source, cache_dir)
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar for every stage
         model = ViltModel.from_pretrained(directory, use_safetensors=True, local_files_only=True)
     model.config._name_or_path = source
     if max_text_len is not None:

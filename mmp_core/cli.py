@@ -12,7 +12,6 @@ import sys
 
 # Modules that contribute subcommands, in help order. Listed by name so that `mmp --help` stays fast.
 COMMAND_MODULES = (
-    "mmp_core.prompts.commands",
     "mmp_core.data.commands",
     "mmp_core.commands",
 )
@@ -22,13 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmp", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name and name.startswith(error.name):  # area not present in this build
-                continue
-            raise
-        module.add_subcommands(subparsers)
+        importlib.import_module(name).add_subcommands(subparsers)
     return parser
 
 

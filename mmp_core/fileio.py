@@ -20,10 +20,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     os.close(fd)
     try:
         write(tmp_name)
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -32,3 +39,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, data: object) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def replace_dir(staged: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Put a fully written directory `staged` in place of `target`.
+
+    The old target is first renamed aside and only deleted once the new one is in place; `recover_dir`
+    undoes a crash in between.
+    """
+    import shutil
+
+    staged, target = Path(staged), Path(target)
+    backup = target.with_name(f".{target.name}.old")
+    shutil.rmtree(backup, ignore_errors=True)
+    if target.exists():
+        os.replace(target, backup)
+    os.replace(staged, target)
+    shutil.rmtree(backup, ignore_errors=True)
+    return target
+
+
+def recover_dir(target: str | os.PathLike) -> None:
+    """Restore `target` from its backup if a `replace_dir` was interrupted between its two renames."""
+    target = Path(target)
+    backup = target.with_name(f".{target.name}.old")
+    if backup.exists() and not target.exists():
+        os.replace(backup, target)

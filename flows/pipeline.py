@@ -1,0 +1,113 @@
+"""The mmp pipeline: DVC stages (generate → prepare → pretrain → train × methods → evaluate) → report →
+publish to the artifact store → champion decision → dashboard.
+
+    python -m flows.pipeline [--store DIR|s3://bucket/prefix] [--run-id ID] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prefect import flow, get_run_logger
+
+from flows.tasks import (
+    assemble,
+    dashboard,
+    dvc_pull,
+    dvc_push,
+    dvc_repro,
+    open_artifact_store,
+    promote,
+    publish,
+    publish_prefect_artifacts,
+    versions_of,
+)
+from mmp_core.config import PipelineParams
+from mmp_core.publish import new_run_id
+
+
+@flow(name="mmp-pipeline", log_prints=True)
+def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 - a frozen pydantic default
+    logger = get_run_logger()
+    store = open_artifact_store(params)
+    if params.pull:
+        dvc_pull(params.repo)
+    dvc_repro(params.repo)
+    versions = versions_of(params.repo)
+    run_id = params.run_id or new_run_id(versions)
+    bundle = assemble(params.repo, store, params, run_id, versions)
+    manifest = publish(store, bundle)
+    pointer = promote(store, bundle)
+    dashboard_url = dashboard(store)
+    if params.push:
+        dvc_push(params.repo)
+    publish_prefect_artifacts(bundle, store, dashboard_url)
+    head = bundle.results[params.promote_method]["headline"]
+    metric = bundle.results[params.promote_method]["primary_metric"]
+    summary = {
+        "status": "promoted" if pointer else "published",
+        "run_id": run_id,
+        "headline": {method: r["headline"][r["primary_metric"]] for method, r in bundle.results.items()},
+        "metric": metric,
+        "decision": bundle.decision.reason,
+        "report": store.url_for(f"runs/{run_id}/report.html"),
+        "dashboard": dashboard_url,
+        "files": len(manifest["files"]),
+        "data_version": versions.data_version,
+        "params_fingerprint": versions.params_fingerprint,
+    }
+    logger.info(
+        "run %s: %s %.4f at %s missing %.0f%% (%s); %s",
+        run_id,
+        metric,
+        head[metric],
+        head["missing_type"],
+        100 * head["missing_rate"],
+        params.promote_method,
+        summary["status"],
+    )
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    print()
+    if summary["status"] == "unchanged":
+        print(f"Nothing changed since run {summary['run_id']}: no retraining.")
+        return
+    print(f"Run {summary['run_id']} ({summary['status']}): {summary['decision']}")
+    for method, value in summary["headline"].items():
+        print(f"  {method:<10} {summary['metric']} {value:.4f}")
+    print(f"Report:    {summary['report']}")
+    print(f"Dashboard: {summary['dashboard']}")
+
+
+def parse_params(argv: list[str] | None, description: str, **defaults) -> PipelineParams:
+    parser = argparse.ArgumentParser(description=description)
+    for name, field in PipelineParams.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=field.description)
+        elif name == "methods":
+            parser.add_argument(flag, nargs="+", default=None, help="methods to train and publish")
+        else:
+            parser.add_argument(flag, default=None, help=field.description)
+    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    return PipelineParams(**{**defaults, **args})
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    try:
+        params = parse_params(argv, __doc__.splitlines()[0])
+    except ValidationError as error:
+        print(f"invalid parameters: {error}", file=sys.stderr)
+        return 2
+    summary = pipeline(params)
+    print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

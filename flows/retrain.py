@@ -1,0 +1,66 @@
+"""The scheduled retraining: newest data → anything changed? → pipeline → champion vs. challenger.
+
+Ends in seconds when neither the data nor the parameters changed since the last published run.
+
+    python -m flows.retrain [--store ...] [--tolerance 0.01] ...
+"""
+
+from __future__ import annotations
+
+import sys
+
+from prefect import flow, get_run_logger
+
+from flows.pipeline import parse_params, pipeline, print_summary
+from flows.tasks import dvc_pull, dvc_repro, open_artifact_store, versions_of
+from mmp_core.config import PipelineParams
+from mmp_core.publish import latest_run_metadata
+
+
+@flow(name="mmp-retrain", log_prints=True)
+def retrain(params: PipelineParams = PipelineParams(pull=True)) -> dict:  # noqa: B008
+    logger = get_run_logger()
+    store = open_artifact_store(params)
+    if params.pull:
+        dvc_pull(params.repo)
+    dvc_repro(params.repo, "prepare")  # the data as the newest inputs define it (a no-op if unchanged)
+    versions = versions_of(params.repo)
+    latest = store.latest_run()
+    if latest and versions.same_inputs(latest["metadata"]):
+        logger.info(
+            "nothing changed since run %s (data %s, params %s): not retraining",
+            latest["run_id"],
+            versions.data_version,
+            versions.params_fingerprint,
+        )
+        return {
+            "status": "unchanged",
+            "run_id": latest["run_id"],
+            "data_version": versions.data_version,
+            "params_fingerprint": versions.params_fingerprint,
+        }
+    previous = latest_run_metadata(store) or {}
+    logger.info(
+        "inputs changed (data %s -> %s, params %s -> %s): retraining",
+        previous.get("data_version"),
+        versions.data_version,
+        previous.get("params_fingerprint"),
+        versions.params_fingerprint,
+    )
+    return pipeline(params.model_copy(update={"pull": False}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    try:
+        params = parse_params(argv, __doc__.splitlines()[0], pull=True)
+    except ValidationError as error:
+        print(f"invalid parameters: {error}", file=sys.stderr)
+        return 2
+    print_summary(retrain(params))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Thin Prefect tasks shared by the flows. Retries only where the work is idempotent I/O."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+from mmp_core.publish import RunBundle, Versions, assemble_run, project_versions, promote_if_better
+from mmp_core.report import write_dashboard
+from mmp_core.storage import ArtifactStore, open_store
+
+
+def _environment() -> dict:
+    env = dict(os.environ)
+    # DVC runs `mmp ...` stage commands and DeepSpeed compiles its ops with the `ninja` first on PATH: keep
+    # this interpreter's bin directory (the venv) first.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    return env
+
+
+def run_dvc(repo: str, *args: str) -> None:
+    """Run one DVC command in the project (the CLI: DVC's Python API resolves paths against the process cwd)."""
+    logger = get_run_logger()
+    logger.info("dvc %s", " ".join(args))
+    tail: deque[str] = deque(maxlen=40)
+    with subprocess.Popen(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=repo,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        for line in process.stdout:
+            line = line.rstrip()
+            if line:
+                tail.append(line)
+                logger.info(line)
+    if process.returncode:
+        raise RuntimeError(f"`dvc {' '.join(args)}` failed with exit code {process.returncode}:\n" + "\n".join(tail))
+
+
+@task(name="dvc-repro")
+def dvc_repro(repo: str, *targets: str) -> None:
+    """DVC decides what reruns (its cache); Prefect does not cache this task on top."""
+    run_dvc(repo, "repro", *targets)
+
+
+@task(name="dvc-pull", retries=2, retry_delay_seconds=5)
+def dvc_pull(repo: str) -> None:
+    """The newest data version: imported datasets updated, then cached outputs fetched from the remote."""
+    imports = [str(p.relative_to(repo)) for p in Path(repo).rglob("*.dvc") if ".dvc/" not in str(p)]
+    if imports:
+        run_dvc(repo, "update", *imports)
+    run_dvc(repo, "pull", "--allow-missing")
+
+
+@task(name="dvc-push", retries=2, retry_delay_seconds=5)
+def dvc_push(repo: str) -> None:
+    run_dvc(repo, "push")
+
+
+@task(name="versions")
+def versions_of(repo: str) -> Versions:
+    return project_versions(repo)
+
+
+@task(name="assemble-run")
+def assemble(repo: str, store: ArtifactStore, params, run_id: str, versions: Versions) -> RunBundle:
+    return assemble_run(
+        repo,
+        store,
+        methods=tuple(params.methods),
+        promote_method=params.promote_method,
+        tolerance=params.tolerance,
+        run_id=run_id,
+        versions=versions,
+    )
+
+
+@task(name="publish-run", retries=3, retry_delay_seconds=2)
+def publish(store: ArtifactStore, bundle: RunBundle) -> dict:
+    """Objects first, manifest last; re-publishing the same run id after a failure is idempotent."""
+    return store.publish_run(bundle.run_id, bundle.files, bundle.metadata)
+
+
+@task(name="promote")
+def promote(store: ArtifactStore, bundle: RunBundle) -> dict | None:
+    return promote_if_better(store, bundle)
+
+
+@task(name="dashboard", retries=2, retry_delay_seconds=2)
+def dashboard(store: ArtifactStore) -> str:
+    return write_dashboard(store)
+
+
+def open_artifact_store(params) -> ArtifactStore:
+    location = params.store
+    if not location.startswith("s3://") and not Path(location).is_absolute():
+        location = str(Path(params.repo) / location)
+    return open_store(location, endpoint_url=params.s3_endpoint_url)
+
+
+def publish_prefect_artifacts(bundle: RunBundle, store: ArtifactStore, dashboard_url: str) -> None:
+    """Team dashboards in the Prefect UI: the grid table, the decision, links to the report and dashboard."""
+    method = bundle.promote_method
+    metric = bundle.results[method]["primary_metric"]
+    rows = []
+    for name, result in bundle.results.items():
+        for cell in result["grid"]:
+            rows.append(
+                {
+                    "method": name,
+                    "missing_type": cell["missing_type"],
+                    "missing_rate": cell["missing_rate"],
+                    metric: round(cell[metric], 4),
+                }
+            )
+    create_table_artifact(key="mmp-scenario-grid", table=rows, description=f"{metric} on the test split")
+    head = bundle.results[method]["headline"]
+    create_markdown_artifact(
+        key="mmp-run-summary",
+        markdown=(
+            f"# mmp run `{bundle.run_id}`\n\n"
+            f"Headline ({method}, {head['missing_type']} missing at {head['missing_rate']:.0%}): "
+            f"**{metric} {head[metric]:.4f}**\n\n## Promotion\n\n{bundle.decision.to_markdown()}\n\n"
+            f"[report]({store.url_for(f'runs/{bundle.run_id}/report.html')}) · [dashboard]({dashboard_url})\n"
+        ),
+    )
+    create_link_artifact(key="mmp-report", link=store.url_for(f"runs/{bundle.run_id}/report.html"))

@@ -1,0 +1,176 @@
+"""A pipeline run, from the DVC project's outputs to the artifact store.
+
+The DVC stages leave, per method, `models/<method>/` (adapter/, train_summary.json) and `results/<method>/`
+(metrics.json, grid.tsv). A run bundles those with the report, the promotion decision, params.yaml and
+dvc.lock, and is identified by the versions it was made from: the prepared data's DVC hash, a fingerprint
+of the parameters and the git commit. The flows call these functions; they hold no logic of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from mmp_core.fileio import atomic_write_json, atomic_write_text
+from mmp_core.report import load_run_results, render_report
+from mmp_core.storage import (
+    ArtifactStore,
+    PromotionDecision,
+    build_run_metadata,
+    decide_promotion,
+    headline_summary,
+)
+
+MODELS_DIR = "models"
+RESULTS_DIR = "results"
+STAGING_DIR = ".run/runs"
+# params.yaml sections that define a run (the flows' own `pipeline` section does not).
+RUN_SECTIONS = ("generate", "prepare", "pretrain", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class Versions:
+    """What a run was made from."""
+
+    data_version: str  # DVC's hash of the prepared data (dvc.lock, stage `prepare`)
+    params_fingerprint: str  # of the params.yaml sections in RUN_SECTIONS
+    git_commit: str | None
+
+    def same_inputs(self, metadata: dict | None) -> bool:
+        """True if a published run's metadata records the same data and parameters."""
+        return bool(metadata) and (
+            metadata.get("data_version") == self.data_version
+            and metadata.get("params_fingerprint") == self.params_fingerprint
+        )
+
+
+def project_versions(repo: str | Path) -> Versions:
+    """Versions of the project as `dvc repro` left it (reads dvc.lock and params.yaml)."""
+    repo = Path(repo)
+    lock_path = repo / "dvc.lock"
+    try:
+        lock = yaml.safe_load(lock_path.read_text()) or {}
+        outs = lock["stages"]["prepare"]["outs"]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{lock_path}: not found; run `dvc repro` first") from None
+    except (KeyError, TypeError):
+        raise ValueError(f"{lock_path}: has no outputs for stage 'prepare'; run `dvc repro prepare`") from None
+    data_version = hashlib.sha256(json.dumps(sorted((o["path"], o.get("md5", "")) for o in outs)).encode()).hexdigest()[
+        :16
+    ]
+    return Versions(data_version, params_fingerprint(repo / "params.yaml"), git_commit(repo))
+
+
+def params_fingerprint(path: str | Path) -> str:
+    params = yaml.safe_load(Path(path).read_text()) or {}
+    relevant = {section: params.get(section) for section in RUN_SECTIONS}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_commit(repo: str | Path) -> str | None:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=False)
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def new_run_id(versions: Versions, now: datetime | None = None) -> str:
+    """`<UTC time>-<data>-<params>`: sortable, and telling at a glance which inputs changed."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{versions.data_version[:6]}-{versions.params_fingerprint[:6]}"
+
+
+def collect_results(repo: str | Path, methods: tuple[str, ...]) -> dict[str, dict]:
+    """{method: metrics.json} as written by `mmp evaluate`."""
+    results = {}
+    for method in methods:
+        path = Path(repo) / RESULTS_DIR / method / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no evaluation results for method {method!r}; run `dvc repro`")
+        results[method] = json.loads(path.read_text())
+    return results
+
+
+@dataclass(frozen=True)
+class RunBundle:
+    """Everything one run publishes, staged locally."""
+
+    run_id: str
+    files: dict[str, Path]  # store key (relative to runs/<run_id>/) -> local file or directory
+    metadata: dict
+    decision: PromotionDecision
+    results: dict[str, dict]
+    promote_method: str
+    report_path: Path
+
+
+def assemble_run(
+    repo: str | Path,
+    store: ArtifactStore,
+    *,
+    methods: tuple[str, ...],
+    promote_method: str,
+    tolerance: float,
+    run_id: str,
+    versions: Versions,
+) -> RunBundle:
+    """Compare the new results with the champion, render the report, and list the files to publish."""
+    repo = Path(repo)
+    results = collect_results(repo, methods)
+    challenger = results[promote_method]
+    champion = store.get_champion()
+    champion_results = load_run_results(store, champion["run_id"]) if champion else {}
+    decision = decide_promotion(
+        champion_results.get(promote_method),
+        challenger,
+        metric=challenger["primary_metric"],
+        headline=challenger["headline"],
+        tolerance=tolerance,
+    )
+    created_at = datetime.now(UTC).isoformat(timespec="seconds")
+    metadata = build_run_metadata(
+        results,
+        data_version=versions.data_version,
+        params_fingerprint=versions.params_fingerprint,
+        git_commit=versions.git_commit,
+        created_at=created_at,
+        promote_method=promote_method,
+        champion_before=champion["run_id"] if champion else None,
+        promotion={"promote": decision.promote, "reason": decision.reason},
+    )
+    staging = repo / STAGING_DIR / run_id
+    report_path = atomic_write_text(
+        staging / "report.html",
+        render_report(results, {"run_id": run_id, **metadata, "promotion": decision}),
+    )
+    atomic_write_json(staging / "decision.json", decision.to_dict())
+    files: dict[str, Path] = {"report.html": report_path, "decision.json": staging / "decision.json"}
+    for name in ("params.yaml", "dvc.lock"):
+        files[name] = repo / name
+    for method in methods:
+        files[f"models/{method}/adapter"] = repo / MODELS_DIR / method / "adapter"
+        files[f"models/{method}/train_summary.json"] = repo / MODELS_DIR / method / "train_summary.json"
+        for name in ("metrics.json", "grid.tsv"):
+            files[f"results/{method}/{name}"] = repo / RESULTS_DIR / method / name
+    missing = [str(path) for path in files.values() if not path.exists()]
+    if missing:
+        raise FileNotFoundError(f"cannot publish run {run_id}: missing {', '.join(missing)}")
+    return RunBundle(run_id, files, metadata, decision, results, promote_method, report_path)
+
+
+def promote_if_better(store: ArtifactStore, bundle: RunBundle) -> dict | None:
+    """Point the champion at the run if the decision says so (one atomic write); the new pointer or None."""
+    if not bundle.decision.promote:
+        return None
+    return store.set_champion(
+        bundle.run_id, headline_summary(bundle.results[bundle.promote_method]), reason=bundle.decision.reason
+    )
+
+
+def latest_run_metadata(store: ArtifactStore) -> dict | None:
+    latest = store.latest_run()
+    return latest["metadata"] if latest else None

@@ -1,0 +1,453 @@
+"""Prompt training with DeepSpeed over a frozen ViLT.
+
+One process or several (gloo on the CPU, NCCL on GPUs): launch `mmp train` directly, or under `torchrun` /
+the `deepspeed` launcher with `-m mmp_core.cli train ...`. The loop follows spec §6: AdamW on the trainable
+parameters only (no decay on biases and norms, prompts decayed), linear warmup then linear decay, an effective
+batch reached by gradient accumulation, validation several times per epoch under the val missing setting,
+and the best adapter by the dataset's metric.
+
+Interrupted training resumes: at every validation point all ranks save a DeepSpeed checkpoint (trainable
+tensors, optimizer, scheduler) with the loop position and the best-so-far in its client state, plus each rank's
+RNG state; a rerun of the same command with the same parameters continues from the latest one and ends with
+the same adapter as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from mmp_core.backbone import load_backbone
+from mmp_core.config import METHODS, TrainParams
+from mmp_core.evaluate import PRIMARY_METRIC, compute_metrics, predict
+from mmp_core.fileio import atomic_write_json, recover_dir, replace_dir
+from mmp_core.loading import data_version, open_prepared, split_dataset, tokenizer_for
+from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
+
+ADAPTER_DIR = "adapter"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SUMMARY_NAME = "train_summary.json"
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+@dataclass
+class TrainingData:
+    """What the loop needs from a prepared dataset (built by mmp_core.data from prepared files)."""
+
+    task: str
+    num_labels: int
+    train_dataset: torch.utils.data.Dataset  # the train split under the train missing setting
+    val_dataset: torch.utils.data.Dataset  # the val split under the val missing setting
+    collate: Callable
+    fingerprint: str  # identifies the prepared data (and missing tables) the run used
+    vocab_size: int  # of the tokenizer: must fit the backbone's embedding table
+
+
+def training_data(prepared_dir: str | Path, params: TrainParams) -> TrainingData:
+    """The train and val splits of a prepared dataset under the params' missing settings."""
+    prepared = open_prepared(prepared_dir)
+    spec = prepared.spec
+    tokenizer = tokenizer_for(params.backbone, prepared)
+    return TrainingData(
+        task=spec.task,
+        num_labels=spec.num_labels,
+        train_dataset=split_dataset(prepared, spec.train_split, tokenizer, params, params.train_missing),
+        val_dataset=split_dataset(prepared, spec.val_split, tokenizer, params, params.val_missing),
+        collate=_collate(),
+        fingerprint=data_version(prepared),
+        vocab_size=len(tokenizer),
+    )
+
+
+def _collate():
+    from mmp_core.data import collate
+
+    return collate
+
+
+# ---------------------------------------------------------------------------------------------- setup
+def init_distributed() -> tuple[int, int]:
+    """Join the process group a launcher prepared, or make a one-process group. Returns (rank, world_size)."""
+    import deepspeed
+
+    if "RANK" not in os.environ:  # launched directly: a group of one
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def deepspeed_config(path: str | Path, params: TrainParams, world_size: int) -> dict:
+    """The JSON config from infra/deepspeed with the batch sizes derived from params and the world size.
+
+    A relative path is looked up in the current directory, then in the mmp checkout (where infra/ lives).
+    """
+    path = Path(path)
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: DeepSpeed config not found") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: DeepSpeed config is not valid JSON ({error})") from error
+    per_step = params.batch_size * world_size
+    if params.effective_batch_size % per_step:
+        raise ValueError(
+            f"effective_batch_size {params.effective_batch_size} is not a multiple of batch_size x processes "
+            f"({params.batch_size} x {world_size})"
+        )
+    config = {key: value for key, value in config.items() if not key.startswith("_")}
+    config.update(
+        train_micro_batch_size_per_gpu=params.batch_size,
+        gradient_accumulation_steps=params.effective_batch_size // per_step,
+        train_batch_size=params.effective_batch_size,
+    )
+    if "optimizer" in config or "scheduler" in config:
+        raise ValueError(f"{path}: the optimizer and scheduler are built by mmp (spec §6); remove them")
+    return config
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters only, in two groups: decayed (weights, prompts) and not (biases, norms)."""
+    no_decay_ids = set()
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm):
+            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if name.endswith(".bias") or id(parameter) in no_decay_ids else decay).append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_model(params: TrainParams, method: str, task: str, num_labels: int) -> MissingAwarePromptModel:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    backbone = load_backbone(params.backbone, max_text_len=params.max_text_len)
+    config = MissingAwarePromptConfig(
+        task=task,
+        num_labels=num_labels,
+        prompt_type=METHODS[method],
+        prompt_length=params.prompt_length,
+        prompt_layers=params.prompt_layers,
+    )
+    return MissingAwarePromptModel(backbone, config)
+
+
+def params_fingerprint(params: TrainParams, method: str, data_fingerprint: str) -> str:
+    """Identifies a training run's inputs: a checkpoint is only resumed by a run with the same one."""
+    payload = json.dumps({"params": params.model_dump(mode="json"), "method": method, "data": data_fingerprint})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def adapter_hash(model: MissingAwarePromptModel) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.trainable_state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- loop state
+@dataclass
+class LoopState:
+    """Where the loop is; saved in every checkpoint's client state."""
+
+    epoch: int = 0
+    micro_step_in_epoch: int = 0  # micro-batches of this epoch already consumed (per rank)
+    global_step: int = 0  # optimizer steps
+    best_metric: float = -math.inf
+    best_step: int = -1
+    history: list = field(default_factory=list)
+
+
+def validation_steps(steps_per_epoch: int, per_epoch: int) -> set[int]:
+    """Optimizer steps (1-based, within an epoch) after which to validate: evenly spaced, the last one included."""
+    return {max(1, round(k * steps_per_epoch / per_epoch)) for k in range(1, per_epoch + 1)}
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled sample order of an epoch: a pure function of (seed, epoch), the same on every rank."""
+    return np.random.default_rng([seed, epoch]).permutation(num_samples)
+
+
+# ---------------------------------------------------------------------------------------------- training
+def train(
+    params: TrainParams,
+    method: str,
+    data: TrainingData,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+) -> dict:
+    """Train one method; returns the summary (also written to `out_dir/train_summary.json` by rank 0).
+
+    Args:
+        data: the train and val splits under their missing settings, with task, collate and fingerprint.
+        out_dir: receives `adapter/` (the best adapter), `train_summary.json` and `dvclive/` (rank 0 only).
+        checkpoint_dir: scratch space for resumable checkpoints; removed after a successful run.
+    """
+    import deepspeed
+
+    rank, world_size = init_distributed()
+    out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
+    started = time.perf_counter()
+    torch.manual_seed(params.seed)
+    model = build_model(params, method, data.task, data.num_labels)
+    if data.vocab_size > model.backbone.config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {data.vocab_size} tokens but backbone {params.backbone!r} embeds only "
+            f"{model.backbone.config.vocab_size}: use the backbone's own vocab.txt"
+        )
+    metric_name = PRIMARY_METRIC[data.task]
+    fingerprint = params_fingerprint(params, method, data.fingerprint)
+    ds_config = deepspeed_config(params.deepspeed_config, params, world_size)
+    accumulation = ds_config["gradient_accumulation_steps"]
+
+    train_set = data.train_dataset
+    per_rank = len(train_set) // world_size
+    micro_per_epoch = (per_rank // params.batch_size) // accumulation * accumulation
+    steps_per_epoch = micro_per_epoch // accumulation
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"the train split ({len(train_set)} samples) is smaller than one effective batch "
+            f"({params.effective_batch_size}); lower effective_batch_size"
+        )
+    total_steps = steps_per_epoch * params.epochs
+    val_points = validation_steps(steps_per_epoch, params.val_per_epoch)
+
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, params.weight_decay), lr=params.lr, betas=params.betas, eps=params.eps
+    )
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=lambda opt: get_linear_schedule_with_warmup(
+            opt, round(params.warmup_ratio * total_steps), total_steps
+        ),
+        config=ds_config,
+    )
+    dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
+    device = engine.device
+
+    _claim_checkpoint_dir(checkpoint_dir, fingerprint, rank)
+    state = _resume(engine, checkpoint_dir, fingerprint, rank)
+    recover_dir(out_dir / ADAPTER_DIR)
+    live = _open_live(out_dir, resume=state.global_step > 0) if rank == 0 else None
+    if rank == 0:
+        print(
+            f"[{method}] {len(train_set)} train samples, {world_size} process(es), micro batch {params.batch_size}, "
+            f"accumulation {accumulation}, {steps_per_epoch} steps/epoch x {params.epochs} epochs; "
+            + ("resuming at step " + str(state.global_step) if state.global_step else "starting fresh")
+        )
+        model.print_trainable_parameters()
+    # The bar shows on the main rank, and only on a terminal (tqdm's disable=None), not in CI or DVC logs.
+    progress = tqdm(
+        total=total_steps, initial=state.global_step, desc=f"train {method}", disable=True if rank else None
+    )
+    loader_generator = torch.Generator().manual_seed(params.seed)  # keeps DataLoader off the global RNG
+    samples_seen = 0
+    for epoch in range(state.epoch, params.epochs):
+        order = epoch_order(len(train_set), params.seed, epoch)[rank::world_size][: micro_per_epoch * params.batch_size]
+        remaining = order[state.micro_step_in_epoch * params.batch_size :]
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(train_set, remaining.tolist()),
+            batch_size=params.batch_size,
+            shuffle=False,
+            drop_last=True,
+            num_workers=params.num_workers,
+            collate_fn=data.collate,
+            generator=loader_generator,
+        )
+        engine.train()
+        for batch in loader:
+            logits = engine(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                pixel_values=batch["pixel_values"].to(device, dtype),
+                pixel_mask=batch["pixel_mask"].to(device),
+                missing_type=batch["missing_type"].to(device),
+            )
+            loss = model.loss(logits, batch["labels"].to(device))
+            engine.backward(loss)
+            engine.step()
+            samples_seen += len(batch["index"]) * world_size
+            state.micro_step_in_epoch += 1
+            if state.micro_step_in_epoch % accumulation:
+                continue
+            state.global_step += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            step_in_epoch = state.micro_step_in_epoch // accumulation
+            if step_in_epoch in val_points:
+                _validate(engine, model, data, params, state, metric_name, method, fingerprint, out_dir, live)
+                if step_in_epoch == steps_per_epoch:  # the epoch is done: the checkpoint points at the next
+                    state.epoch, state.micro_step_in_epoch = epoch + 1, 0
+                _save_checkpoint(engine, checkpoint_dir, state, fingerprint, params.keep_checkpoints, rank)
+        state.epoch, state.micro_step_in_epoch = epoch + 1, 0
+    progress.close()
+
+    summary = _finish(model, state, params, method, metric_name, fingerprint, data, world_size, rank, out_dir)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    summary["train_samples_per_second_this_run"] = round(samples_seen / max(summary["seconds"], 1e-9), 2)
+    if rank == 0:
+        atomic_write_json(out_dir / SUMMARY_NAME, summary)
+        if live is not None:
+            live.end()
+    torch.distributed.barrier()
+    if rank == 0:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the adapter is the product; scratch goes
+    return summary
+
+
+def _validate(engine, model, data, params, state, metric_name, method, fingerprint, out_dir, live) -> None:
+    scores, labels = predict(
+        engine,
+        data.val_dataset,
+        data.collate,
+        batch_size=params.batch_size,
+        seed=params.seed,
+        dtype=model_dtype(engine),
+    )
+    metrics = compute_metrics(data.task, scores, labels)
+    value = metrics[metric_name]
+    improved = value > state.best_metric
+    state.history.append({"step": state.global_step, "epoch": state.epoch, **metrics})
+    if improved:
+        state.best_metric, state.best_step = value, state.global_step
+    if torch.distributed.get_rank() == 0:
+        if improved:
+            staged = out_dir / f".{ADAPTER_DIR}.staged"
+            shutil.rmtree(staged, ignore_errors=True)
+            model.save_pretrained(
+                staged,
+                extra={
+                    "method": method,
+                    "step": state.global_step,
+                    f"val_{metric_name}": value,
+                    "params_fingerprint": fingerprint,
+                    "data_fingerprint": data.fingerprint,
+                    "val_missing": params.val_missing.model_dump(),
+                    "train_missing": params.train_missing.model_dump(),
+                },
+            )
+            replace_dir(staged, out_dir / ADAPTER_DIR)
+        if live is not None:
+            for name, metric_value in metrics.items():
+                live.log_metric(f"val/{name}", metric_value)
+            live.log_metric("train/lr", engine.lr_scheduler.get_last_lr()[0])
+            live.step = state.global_step
+            live.next_step()
+
+
+def model_dtype(engine) -> torch.dtype:
+    return torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
+
+
+def _open_live(out_dir: Path, resume: bool):
+    from dvclive import Live
+
+    return Live(str(out_dir / "dvclive"), resume=resume, save_dvc_exp=False, dvcyaml=None)
+
+
+def _save_checkpoint(engine, checkpoint_dir: Path, state: LoopState, fingerprint: str, keep: int, rank: int):
+    tag = f"step{state.global_step:08d}"
+    # Each rank's RNG (dropout, ViLT's patch shuffling) continues exactly where it was.
+    rng_path = checkpoint_dir / tag / f"rng_rank{rank}.safetensors"
+    rng_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"torch": torch.get_rng_state()}, str(rng_path))
+    torch.distributed.barrier()
+    engine.save_checkpoint(
+        str(checkpoint_dir),
+        tag=tag,
+        client_state={"loop": asdict(state), "params_fingerprint": fingerprint},
+        exclude_frozen_parameters=True,  # the frozen backbone is not part of a checkpoint
+    )
+    torch.distributed.barrier()
+    if rank == 0:
+        tags = sorted(p.name for p in checkpoint_dir.glob("step*") if p.is_dir())
+        for old in tags[:-keep]:
+            shutil.rmtree(checkpoint_dir / old, ignore_errors=True)
+
+
+def _claim_checkpoint_dir(checkpoint_dir: Path, fingerprint: str, rank: int) -> None:
+    """Keep checkpoints only if they were made by a run with the same parameters and data."""
+    marker = checkpoint_dir / "run.json"
+    if rank == 0:
+        if marker.is_file() and json.loads(marker.read_text()).get("params_fingerprint") != fingerprint:
+            print(f"removing checkpoints in {checkpoint_dir}: they were made with other parameters or data")
+            shutil.rmtree(checkpoint_dir)
+        atomic_write_json(marker, {"params_fingerprint": fingerprint})
+    torch.distributed.barrier()
+
+
+def _resume(engine, checkpoint_dir: Path, fingerprint: str, rank: int) -> LoopState:
+    latest = checkpoint_dir / "latest"
+    if not latest.is_file():
+        return LoopState()
+    tag = latest.read_text().strip()
+    load_path, client_state = engine.load_checkpoint(
+        str(checkpoint_dir), tag=tag, load_module_strict=False, load_optimizer_states=True
+    )
+    if load_path is None or client_state is None:
+        raise ValueError(f"{checkpoint_dir / tag}: checkpoint could not be loaded; delete it to start over")
+    if client_state.get("params_fingerprint") != fingerprint:
+        raise RuntimeError(f"{checkpoint_dir / tag}: checkpoint belongs to another run")
+    torch.set_rng_state(load_file(str(checkpoint_dir / tag / f"rng_rank{rank}.safetensors"))["torch"])
+    return LoopState(**client_state["loop"])
+
+
+def _finish(model, state, params, method, metric_name, fingerprint, data, world_size, rank, out_dir) -> dict:
+    # Every rank holds the same trainable tensors after data-parallel training: check it, don't assume it.
+    hashes: list = [None] * world_size
+    torch.distributed.all_gather_object(hashes, adapter_hash(model))
+    if len(set(hashes)) != 1:
+        raise RuntimeError(f"ranks disagree on the trained parameters: {hashes}")
+    return {
+        "method": method,
+        "metric": metric_name,
+        f"best_val_{metric_name}": state.best_metric,
+        "best_step": state.best_step,
+        "steps": state.global_step,
+        "epochs": params.epochs,
+        "world_size": world_size,
+        "rank_parameter_hashes": hashes,
+        "params_fingerprint": fingerprint,
+        "data_fingerprint": data.fingerprint,
+        "history": state.history,
+        "adapter": str(out_dir / ADAPTER_DIR),
+    }
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group cleanly (a 2-process gloo run can otherwise abort at exit)."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
