@@ -7,6 +7,7 @@ wrote; nothing else. They are what `dvc.yaml` runs.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 DEFAULT_PARAMS = "params.yaml"
@@ -79,6 +80,8 @@ def run_train(args: argparse.Namespace) -> int:
         summary = train(params, args.method, data, args.out, checkpoint_dir)
     finally:
         shutdown_distributed()
+    if os.environ.get("RANK", "0") != "0":  # one report per run, from the main rank
+        return 0
     metric = summary["metric"]
     print(
         f"[{args.method}] best val {metric} {summary[f'best_val_{metric}']:.4f} at step {summary['best_step']} "

@@ -1,0 +1,205 @@
+"""`mmp train`: DeepSpeed prompt training in one and two processes, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mmp_core.config import TrainParams
+from mmp_core.prompts import ADAPTER_WEIGHTS_NAME, MissingAwarePromptModel
+from mmp_core.train import deepspeed_config, parameter_groups, validation_steps
+from tests.model_fixtures import make_backbone_dir, make_prepared, mmp_env, run_mmp, write_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    prepared = make_prepared(root)
+    make_backbone_dir(root / "backbone", prepared)
+    return root
+
+
+def train_args(root: Path, method: str, out: str, params: Path) -> list[str]:
+    return [
+        "train", "--method", method, "--prepared", str(root / "prepared"), "--out", str(root / out),
+        "--params", str(params), "--checkpoint-dir", str(root / f"{out}.ckpt"),
+    ]  # fmt: skip
+
+
+def adapter_tensors(directory: Path) -> dict[str, torch.Tensor]:
+    return load_file(directory / "adapter" / ADAPTER_WEIGHTS_NAME)
+
+
+def test_train_writes_best_adapter_curve_and_summary(workspace):
+    params = write_params(workspace / "params.yaml", workspace / "backbone")
+    result = run_mmp(train_args(workspace, "input", "single", params), workspace)
+    out = workspace / "single"
+    summary = json.loads((out / "train_summary.json").read_text())
+    # 96 samples / micro batch 8 = 12 micro-batches = 6 optimizer steps per epoch, 3 epochs.
+    assert summary["steps"] == 18 and summary["world_size"] == 1
+    assert len(summary["history"]) == 6  # validated twice per epoch
+    best = max(h["f1_macro"] for h in summary["history"])
+    assert summary["best_val_f1_macro"] == best
+    assert summary["best_step"] == next(h["step"] for h in summary["history"] if h["f1_macro"] == best)
+    assert "[input] best val f1_macro" in result.stdout
+
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert config["training"]["step"] == summary["best_step"]
+    assert config["prompt_config"]["prompt_type"] == "input"
+    from mmp_core.backbone import load_backbone
+
+    model = MissingAwarePromptModel.from_pretrained(load_backbone(str(workspace / "backbone")), out / "adapter")
+    assert model.prompts.shape == (3, 3, 6, 32)
+    metrics = json.loads((out / "dvclive" / "metrics.json").read_text())
+    assert metrics["step"] == 18 and "f1_macro" in metrics["val"]
+    assert not (workspace / "single.ckpt").exists(), "checkpoints are scratch: removed after success"
+
+
+def test_two_processes_agree_and_only_rank_zero_writes(workspace):
+    params = write_params(workspace / "params2.yaml", workspace / "backbone", epochs=2)
+    port = str(29400 + os.getpid() % 500)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+        "-m", "mmp_core.cli", *train_args(workspace, "attention", "ddp", params),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=workspace, env=mmp_env(workspace), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    summary = json.loads((workspace / "ddp" / "train_summary.json").read_text())
+    assert summary["world_size"] == 2
+    hashes = summary["rank_parameter_hashes"]
+    assert len(hashes) == 2 and hashes[0] == hashes[1]
+    # 96 samples over 2 ranks: 48 each, 6 micro-batches of 8, accumulation 1 -> 6 steps per epoch.
+    assert summary["steps"] == 12
+    assert result.stdout.count("best val f1_macro") == 1, "only rank 0 reports"
+    written = sorted(p.name for p in (workspace / "ddp").iterdir())
+    assert written == ["adapter", "dvclive", "train_summary.json"]
+
+
+def test_deepspeed_launcher_two_processes(workspace):
+    params = write_params(workspace / "params3.yaml", workspace / "backbone", epochs=1)
+    port = str(29900 + os.getpid() % 90)
+    deepspeed = Path(sys.executable).with_name("deepspeed")
+    command = [
+        str(deepspeed), "--num_gpus", "2", "--master_port", port, "--module", "mmp_core.cli",
+        *train_args(workspace, "baseline", "ds", params),
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(
+            command, cwd=workspace, env=mmp_env(workspace), capture_output=True, text=True, timeout=600
+        )
+    finally:
+        # The launcher's all-reduce buffers stay in /dev/shm (named after the port): ours only.
+        for leftover in glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*{port}*"):
+            os.unlink(leftover)
+    assert result.returncode == 0, result.stderr[-5000:]
+    summary = json.loads((workspace / "ds" / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and len(set(summary["rank_parameter_hashes"])) == 1
+
+
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(workspace):
+    params = write_params(workspace / "params4.yaml", workspace / "backbone", epochs=3, val_per_epoch=3)
+    run_mmp(train_args(workspace, "input", "whole", params), workspace)
+
+    checkpoints = workspace / "killed.ckpt"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mmp_core.cli", *train_args(workspace, "input", "killed", params)],
+        cwd=workspace,
+        env=mmp_env(workspace),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (checkpoints / "latest").is_file():
+            assert process.poll() is None, "training ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert not (workspace / "killed" / "train_summary.json").exists(), "the run was killed before it finished"
+    first_tag = (checkpoints / "latest").read_text().strip()
+
+    result = run_mmp(train_args(workspace, "input", "killed", params), workspace)
+    assert "resuming at step" in result.stdout
+    whole = json.loads((workspace / "whole" / "train_summary.json").read_text())
+    resumed = json.loads((workspace / "killed" / "train_summary.json").read_text())
+    assert int(first_tag.removeprefix("step")) < resumed["steps"], "killed mid-run, not at the end"
+    assert resumed["history"] == whole["history"]
+    assert resumed["best_step"] == whole["best_step"]
+    expected, actual = adapter_tensors(workspace / "whole"), adapter_tensors(workspace / "killed")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), f"{name} differs after resume"
+
+
+def test_stale_checkpoints_of_other_parameters_are_not_resumed(workspace):
+    params = write_params(workspace / "params5.yaml", workspace / "backbone", epochs=1)
+    stale = workspace / "fresh.ckpt"
+    stale.mkdir()
+    (stale / "run.json").write_text(json.dumps({"params_fingerprint": "something-else"}))
+    (stale / "latest").write_text("step00000003")
+    result = run_mmp(train_args(workspace, "baseline", "fresh", params), workspace)
+    assert "made with other parameters or data" in result.stdout
+    assert "starting fresh" in result.stdout
+
+
+def test_bad_inputs_are_clear_errors(workspace):
+    params = write_params(workspace / "bad.yaml", workspace / "backbone", batch_size=7)
+    result = subprocess.run(
+        [sys.executable, "-m", "mmp_core.cli", *train_args(workspace, "input", "bad", params)],
+        cwd=workspace, env=mmp_env(workspace), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "effective_batch_size 16 must be a multiple of batch_size 7" in result.stderr
+    assert "Traceback" not in result.stderr
+    shutil.rmtree(workspace / "bad", ignore_errors=True)
+
+
+def test_deepspeed_config_fills_batch_sizes_from_params():
+    params = TrainParams(batch_size=8, effective_batch_size=64)
+    config = deepspeed_config("infra/deepspeed/zero2_bf16.json", params, world_size=2)
+    assert config["train_micro_batch_size_per_gpu"] == 8
+    assert config["gradient_accumulation_steps"] == 4
+    assert config["train_batch_size"] == 64
+    assert config["zero_optimization"]["stage"] == 2 and config["bf16"]["enabled"]
+    assert not any(key.startswith("_") for key in config)
+    with pytest.raises(ValueError, match="not a multiple of batch_size x processes"):
+        deepspeed_config("infra/deepspeed/zero0_fp32.json", TrainParams(batch_size=8, effective_batch_size=8), 2)
+    with pytest.raises(FileNotFoundError, match="DeepSpeed config not found"):
+        deepspeed_config("infra/deepspeed/nope.json", params, 1)
+
+
+def test_parameter_groups_decay_weights_and_prompts_not_biases_or_norms():
+    from mmp_core.backbone import load_backbone
+    from mmp_core.prompts import MissingAwarePromptConfig
+
+    model = MissingAwarePromptModel(load_backbone("small:tiny"), MissingAwarePromptConfig("multilabel", 5))
+    decay, no_decay = parameter_groups(model, 0.02)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decayed == {"prompts", "pooler.dense.weight", "head.0.weight", "head.3.weight"}
+    assert {names[id(p)] for p in no_decay["params"]} == {
+        "pooler.dense.bias", "head.0.bias", "head.1.weight", "head.1.bias", "head.3.bias",
+    }  # fmt: skip
+    assert decay["weight_decay"] == 0.02 and no_decay["weight_decay"] == 0.0
+
+
+def test_validation_points_are_spread_and_include_the_epoch_end():
+    assert validation_steps(23, 5) == {5, 9, 14, 18, 23}
+    assert validation_steps(3, 5) == {1, 2, 3}
