@@ -1,4 +1,7 @@
-"""Thin Prefect tasks shared by the flows. Retries only where the work is idempotent I/O."""
+"""Thin Prefect tasks shared by the flows. Retries only where the work is idempotent I/O.
+
+No task caches its result: DVC's cache decides what reruns, and the store is the record of what was published.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from collections import deque
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from mmp_core.publish import RunBundle, Versions, assemble_run, project_versions, promote_if_better
@@ -47,13 +51,13 @@ def run_dvc(repo: str, *args: str) -> None:
         raise RuntimeError(f"`dvc {' '.join(args)}` failed with exit code {process.returncode}:\n" + "\n".join(tail))
 
 
-@task(name="dvc-repro")
+@task(name="dvc-repro", cache_policy=NO_CACHE)
 def dvc_repro(repo: str, *targets: str) -> None:
     """DVC decides what reruns (its cache); Prefect does not cache this task on top."""
     run_dvc(repo, "repro", *targets)
 
 
-@task(name="dvc-pull", retries=2, retry_delay_seconds=5)
+@task(name="dvc-pull", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def dvc_pull(repo: str) -> None:
     """The newest data version: imported datasets updated, then cached outputs fetched from the remote."""
     imports = [str(p.relative_to(repo)) for p in Path(repo).rglob("*.dvc") if ".dvc/" not in str(p)]
@@ -62,17 +66,17 @@ def dvc_pull(repo: str) -> None:
     run_dvc(repo, "pull", "--allow-missing")
 
 
-@task(name="dvc-push", retries=2, retry_delay_seconds=5)
+@task(name="dvc-push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def dvc_push(repo: str) -> None:
     run_dvc(repo, "push")
 
 
-@task(name="versions")
+@task(name="versions", cache_policy=NO_CACHE)
 def versions_of(repo: str) -> Versions:
     return project_versions(repo)
 
 
-@task(name="assemble-run")
+@task(name="assemble-run", cache_policy=NO_CACHE)
 def assemble(repo: str, store: ArtifactStore, params, run_id: str, versions: Versions) -> RunBundle:
     return assemble_run(
         repo,
@@ -85,18 +89,18 @@ def assemble(repo: str, store: ArtifactStore, params, run_id: str, versions: Ver
     )
 
 
-@task(name="publish-run", retries=3, retry_delay_seconds=2)
+@task(name="publish-run", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2)
 def publish(store: ArtifactStore, bundle: RunBundle) -> dict:
     """Objects first, manifest last; re-publishing the same run id after a failure is idempotent."""
     return store.publish_run(bundle.run_id, bundle.files, bundle.metadata)
 
 
-@task(name="promote")
+@task(name="promote", cache_policy=NO_CACHE)
 def promote(store: ArtifactStore, bundle: RunBundle) -> dict | None:
     return promote_if_better(store, bundle)
 
 
-@task(name="dashboard", retries=2, retry_delay_seconds=2)
+@task(name="dashboard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def dashboard(store: ArtifactStore) -> str:
     return write_dashboard(store)
 
