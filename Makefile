@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt requirements.lock
 install: $(VENV)/.installed
 
 run: install
-	$(VENV)/bin/mmp run
+	$(VENV)/bin/python -m flows.pipeline
 
 demo: install
 	$(VENV)/bin/mmp demo

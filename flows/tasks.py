@@ -11,9 +11,10 @@ import sys
 from collections import deque
 from pathlib import Path
 
+import yaml
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
 from mmp_core.publish import RunBundle, Versions, assemble_run, project_versions, promote_if_better
 from mmp_core.report import write_dashboard
@@ -60,10 +61,22 @@ def dvc_repro(repo: str, *targets: str) -> None:
 @task(name="dvc-pull", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def dvc_pull(repo: str) -> None:
     """The newest data version: imported datasets updated, then cached outputs fetched from the remote."""
-    imports = [str(p.relative_to(repo)) for p in Path(repo).rglob("*.dvc") if ".dvc/" not in str(p)]
+    imports = _import_stages(Path(repo))
     if imports:
         run_dvc(repo, "update", *imports)
     run_dvc(repo, "pull", "--allow-missing")
+
+
+def _import_stages(repo: Path) -> list[str]:
+    """`.dvc` files of `dvc import` / `dvc import-url` (frozen stages with a source): what `dvc update` refreshes."""
+    found = []
+    for path in repo.rglob("*.dvc"):
+        if not path.is_file() or ".dvc" in path.relative_to(repo).parts[:-1]:
+            continue
+        stage = yaml.safe_load(path.read_text()) or {}
+        if stage.get("frozen") and stage.get("deps"):
+            found.append(str(path.relative_to(repo)))
+    return sorted(found)
 
 
 @task(name="dvc-push", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

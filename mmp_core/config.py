@@ -6,6 +6,7 @@ work starts, with the file and the field named.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -131,8 +132,16 @@ class PipelineParams(Section):
     """The Prefect flows' parameters (also the `pipeline` section of params.yaml). Validated before any work."""
 
     repo: str = Field(".", description="the mmp DVC project to run (its dvc.yaml and params.yaml)")
-    store: str = Field("store", description="artifact store: a local directory or s3://bucket/prefix")
-    s3_endpoint_url: str | None = Field(None, description="S3-compatible server (e.g. http://127.0.0.1:5055)")
+    # Defaults come from the environment (infra/local-stack.sh exports them), so deployments and workers need no
+    # per-run parameters; without it: the local `store/` directory.
+    store: str = Field(
+        default_factory=lambda: os.environ.get("MMP_STORE", "store"),
+        description="artifact store: a local directory or s3://bucket/prefix (default: $MMP_STORE or store)",
+    )
+    s3_endpoint_url: str | None = Field(
+        default_factory=lambda: os.environ.get("MMP_S3_ENDPOINT_URL") or None,
+        description="S3-compatible server, e.g. http://127.0.0.1:5055 (default: $MMP_S3_ENDPOINT_URL)",
+    )
     methods: tuple[Literal["baseline", "attention", "input"], ...] = ("baseline", "attention", "input")
     promote_method: Literal["baseline", "attention", "input"] = "input"
     tolerance: float = Field(0.01, ge=0.0, le=1.0, description="largest allowed drop in any grid cell")

@@ -54,3 +54,37 @@ def test_text_positions_are_interpolated_and_frozen():
         pixel_mask=torch.ones(2, 64, 64, dtype=torch.long),
     )
     assert out.last_hidden_state.shape[1] == 64 + 1 + 16
+
+
+def test_s3_backbone_is_downloaded_verified_and_cached(tmp_path, moto_server, s3_bucket):
+    import boto3
+
+    from mmp_core import s3
+
+    original = load_backbone("small:tiny", seed=7)
+    original.save_pretrained(tmp_path / "vilt")
+    (tmp_path / "vilt" / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+    client = s3.make_client(moto_server)
+    for path in sorted((tmp_path / "vilt").iterdir()):
+        s3.upload_file(client, path, s3_bucket, f"backbones/tiny/{path.name}")
+    uri = f"s3://{s3_bucket}/backbones/tiny"
+
+    cache = tmp_path / "cache"
+    loaded = load_backbone(uri, cache_dir=cache, endpoint_url=moto_server)
+    assert fingerprint(loaded) == fingerprint(original)
+    local = cache / "backbones" / s3_bucket / "backbones" / "tiny"
+    assert (local / "model.safetensors").is_file() and (local / "vocab.txt").is_file()
+
+    # A cached file that was tampered with is detected and fetched again.
+    (local / "vocab.txt").write_text("tampered")
+    load_backbone(uri, cache_dir=cache, endpoint_url=moto_server)
+    assert (local / "vocab.txt").read_text().startswith("[PAD]")
+
+    # An object whose content does not match its recorded checksum is refused, naming it.
+    boto3.client("s3", endpoint_url=moto_server).put_object(
+        Bucket=s3_bucket, Key="backbones/tiny/config.json", Body=b"{}", Metadata={"sha256": "0" * 64}
+    )
+    with pytest.raises(ValueError, match="config.json: downloaded file fails verification"):
+        load_backbone(uri, cache_dir=tmp_path / "cache2", endpoint_url=moto_server)
+    with pytest.raises(FileNotFoundError, match="no objects under this prefix"):
+        load_backbone(f"s3://{s3_bucket}/nothing", cache_dir=cache, endpoint_url=moto_server)

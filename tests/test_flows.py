@@ -124,7 +124,7 @@ def constructed_champion(store, run_id: str, value: float, project: Path) -> Non
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
+def s3(aws_test_env, tmp_path_factory):
     server = MotoServer(tmp_path_factory.mktemp("moto")).start()
     client = boto3.client(
         "s3", endpoint_url=server.url, aws_access_key_id="testing", aws_secret_access_key="testing",

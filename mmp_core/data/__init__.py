@@ -1,0 +1,56 @@
+"""Data: dataset specs, raw layouts -> Arrow IPC, prepared datasets, model inputs, the embedded dataset.
+
+Torch-dependent names (`MultimodalDataset`, `collate`, `build_tokenizer`) are imported on first use, so the
+`mmp generate` / `mmp prepare` commands start without importing torch.
+"""
+
+from mmp_core.data.arrow import ArrowSplit, arrow_schema, validate_schema
+from mmp_core.data.datasets import DATASETS, DatasetSpec, get_spec
+from mmp_core.data.errors import BAD_SAMPLE_KINDS, BadSampleError, DataError
+from mmp_core.data.images import EMBEDDED_IMAGE_CONFIG, ImageConfig
+from mmp_core.data.prepared import MANIFEST_NAME, PreparedDataset, load_prepared
+
+_LAZY = {
+    "MultimodalDataset": "mmp_core.data.inputs",
+    "collate": "mmp_core.data.inputs",
+    "build_tokenizer": "mmp_core.data.inputs",
+    "default_image_config": "mmp_core.data.inputs",
+    "BATCH_KEYS": "mmp_core.data.inputs",
+    "prepare": "mmp_core.data.convert",
+    "generate_embedded": "mmp_core.data.generate",
+    "GenerateConfig": "mmp_core.data.generate",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mmp_core.data' has no attribute {name!r}")
+
+
+__all__ = [
+    "BAD_SAMPLE_KINDS",
+    "BATCH_KEYS",
+    "DATASETS",
+    "EMBEDDED_IMAGE_CONFIG",
+    "MANIFEST_NAME",
+    "ArrowSplit",
+    "BadSampleError",
+    "DataError",
+    "DatasetSpec",
+    "GenerateConfig",
+    "ImageConfig",
+    "MultimodalDataset",
+    "PreparedDataset",
+    "arrow_schema",
+    "build_tokenizer",
+    "collate",
+    "default_image_config",
+    "generate_embedded",
+    "get_spec",
+    "load_prepared",
+    "prepare",
+    "validate_schema",
+]

@@ -1,0 +1,166 @@
+"""Model inputs: the offline tokenizer, a torch Dataset over a prepared split, and the collate function.
+
+A batch from `collate` is exactly what the prompt model takes, plus labels and row indices:
+  input_ids (B, T) long, attention_mask (B, T) long   T = max_text_len; missing text = [CLS] [SEP] + padding
+  pixel_values (B, 3, H, W) float, pixel_mask (B, H, W) long   padded to the batch's largest image, mask 0 there
+  missing_type (B,) long   0 complete, 1 text missing, 2 image missing
+  labels   (B, C) float multi-hot (multilabel) or (B,) long class ids (multiclass, binary)
+  index    (B,) long   row index within the split
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmp_core.data.arrow import COMPLETE, IMAGE_MISSING, TEXT_MISSING, natural_missing_codes
+from mmp_core.data.images import EMBEDDED_IMAGE_CONFIG, ImageConfig, load_pixels, missing_pixels
+from mmp_core.data.prepared import PreparedDataset, load_prepared
+from mmp_core.data.vocab import VOCAB_NAME
+
+BATCH_KEYS = ("input_ids", "attention_mask", "pixel_values", "pixel_mask", "missing_type", "labels", "index")
+
+
+def build_tokenizer(
+    vocab: str | Path | None = None,
+    *,
+    backbone_dir: str | Path | None = None,
+    prepared: PreparedDataset | None = None,
+):
+    """An offline `BertTokenizer` (lower-casing, WordPiece) from a `vocab.txt`.
+
+    The vocabulary is `vocab` if given, else `backbone_dir/vocab.txt` (a downloaded ViLT/BERT checkpoint), else
+    the prepared dataset's `vocab.txt` (built from its training text, e.g. the embedded dataset). Note that
+    transformers 5 ignores `BertTokenizerFast(vocab_file=...)`; `BertTokenizer(vocab=path)` is the working form.
+    """
+    from transformers import BertTokenizer
+
+    candidates = []
+    if vocab is not None:
+        candidates.append(Path(vocab))
+    if backbone_dir is not None:
+        candidates.append(Path(backbone_dir) / VOCAB_NAME)
+    if prepared is not None:
+        candidates.append(prepared.root / VOCAB_NAME)
+    if not candidates:
+        raise ValueError("build_tokenizer needs a vocab file, a backbone directory or a prepared dataset")
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"no vocabulary found; looked for {', '.join(str(p) for p in candidates)}")
+    tokenizer = BertTokenizer(vocab=str(path), do_lower_case=True)
+    absent = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in tokenizer.get_vocab()]
+    if absent:
+        raise ValueError(f"{path}: vocabulary lacks the special token(s) {absent}")
+    return tokenizer
+
+
+def default_image_config(dataset: str) -> ImageConfig:
+    """Spec §6 sizes (384/640/32), or the small embedded default (96/160/16)."""
+    return EMBEDDED_IMAGE_CONFIG if dataset == "embedded" else ImageConfig()
+
+
+class MultimodalDataset(torch.utils.data.Dataset):
+    """One split of a prepared dataset as model-input samples.
+
+    Args:
+        prepared: a `PreparedDataset` or its directory.
+        split: split name (e.g. `train`, `dev`/`val`, `test`).
+        tokenizer: from `build_tokenizer`.
+        image_config: resize rule; default `default_image_config(dataset)`.
+        max_text_len: tokens per text (truncated / padded); default the dataset's (spec §1).
+        missing: per-row missing types (N,) of 0/1/2, e.g. `missing_table(...)`, or a constant array to feed
+            every sample as one variant. Natural missing always wins: a row without image is image-missing and a
+            row without text is text-missing, whatever the table says. None = only natural missing.
+
+    `missing_types` holds the effective per-row types. Decoding happens per item, so it parallelises over
+    DataLoader workers; the instance pickles without its memory-mapped table.
+    """
+
+    def __init__(
+        self,
+        prepared: PreparedDataset | str | Path,
+        split: str,
+        tokenizer,
+        *,
+        image_config: ImageConfig | None = None,
+        max_text_len: int | None = None,
+        missing: np.ndarray | None = None,
+    ):
+        if not isinstance(prepared, PreparedDataset):
+            prepared = load_prepared(prepared)
+        self.prepared, self.split, self.spec = prepared, split, prepared.spec
+        self.reader = prepared.open_split(split)
+        self.tokenizer = tokenizer
+        self.image_config = image_config or default_image_config(self.spec.name)
+        self.max_text_len = int(max_text_len or self.spec.max_text_len)
+        if self.max_text_len < 2:
+            raise ValueError(f"max_text_len must be at least 2 ([CLS] [SEP]), got {self.max_text_len}")
+        self.texts = self.reader.texts()
+        self.labels = self.reader.labels()
+        self.natural = natural_missing_codes(
+            self.reader.has_image(), np.array([bool(t) for t in self.texts], dtype=bool), self.reader.path
+        )
+        n = len(self.texts)
+        if missing is None:
+            table = np.zeros(n, dtype=np.int8)
+        else:
+            table = np.asarray(missing)
+            if table.shape != (n,):
+                raise ValueError(f"missing table has shape {table.shape}, but split {split!r} has {n} rows")
+            if n and (table.min() < COMPLETE or table.max() > IMAGE_MISSING):
+                raise ValueError("missing table values must be 0 (complete), 1 (text missing) or 2 (image missing)")
+        self.missing_types = np.where(self.natural != COMPLETE, self.natural, table).astype(np.int8)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for split {self.split!r} of {len(self)} rows")
+        code = int(self.missing_types[index])
+        text = "" if code == TEXT_MISSING else self.texts[index]
+        encoded = self.tokenizer(
+            text, max_length=self.max_text_len, padding="max_length", truncation=True, return_attention_mask=True
+        )
+        data = self.reader.image(index)
+        if code == IMAGE_MISSING or data is None:
+            pixels = missing_pixels(data, self.image_config)
+        else:
+            pixels = load_pixels(data, self.image_config)
+        if self.spec.task == "multilabel":
+            labels = torch.from_numpy(self.labels[index].astype(np.float32))
+        else:
+            labels = torch.tensor(int(self.labels[index]), dtype=torch.long)
+        return {
+            "input_ids": torch.tensor(encoded["input_ids"], dtype=torch.long),
+            "attention_mask": torch.tensor(encoded["attention_mask"], dtype=torch.long),
+            "pixel_values": torch.from_numpy(pixels),
+            "missing_type": code,
+            "labels": labels,
+            "index": index,
+        }
+
+
+def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack samples into a batch, padding images (zeros) to the largest height and width, pixel_mask 0 there."""
+    if not samples:
+        raise ValueError("cannot collate an empty list of samples")
+    height = max(s["pixel_values"].shape[1] for s in samples)
+    width = max(s["pixel_values"].shape[2] for s in samples)
+    pixel_values = torch.zeros(len(samples), 3, height, width, dtype=torch.float32)
+    pixel_mask = torch.zeros(len(samples), height, width, dtype=torch.long)
+    for i, sample in enumerate(samples):
+        _, h, w = sample["pixel_values"].shape
+        pixel_values[i, :, :h, :w] = sample["pixel_values"]
+        pixel_mask[i, :h, :w] = 1
+    return {
+        "input_ids": torch.stack([s["input_ids"] for s in samples]),
+        "attention_mask": torch.stack([s["attention_mask"] for s in samples]),
+        "pixel_values": pixel_values,
+        "pixel_mask": pixel_mask,
+        "missing_type": torch.tensor([int(s["missing_type"]) for s in samples], dtype=torch.long),
+        "labels": torch.stack([s["labels"] for s in samples]),
+        "index": torch.tensor([int(s["index"]) for s in samples], dtype=torch.long),
+    }

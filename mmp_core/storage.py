@@ -1,0 +1,667 @@
+"""The artifact store: published runs, the champion pointer and the dashboard, on a local directory or on S3.
+
+Both backends share one layout (under a local root directory or under `s3://bucket/prefix`):
+
+    runs/<run-id>/<key>            the run's files (adapters, metrics, grid tables, report.html, ...)
+    runs/<run-id>/manifest.json    written LAST: every file with size + sha256, and the run's metadata
+    champion.json                  the champion pointer: run id, metrics, history of promotions
+    dashboard/index.html           regenerated on publish (see `mmp_core.report.write_dashboard`)
+
+A run exists for readers only once its manifest exists: `publish_run` writes every object first and the
+manifest last, so a publish that fails midway leaves no manifest and `list_runs` does not show the run.
+Publishing again under the same run id after such a failure overwrites the partial objects (idempotent);
+publishing over a run that already has a manifest is refused, unless it is the very same content (then the
+existing manifest is returned, so a retried task that had in fact succeeded does not fail).
+
+Retries are the caller's concern (Prefect tasks); this module never retries beyond boto3's own policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mmp_core import s3 as s3util
+from mmp_core.s3 import sha256_file, validate_key, validate_key_part
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "mmp-run-manifest/1"
+CHAMPION_KEY = "champion.json"
+DASHBOARD_KEY = "dashboard/index.html"
+RUNS_DIR = "runs"
+MAX_RUN_ID_LENGTH = 128
+
+_CONTENT_TYPES = {
+    ".json": "application/json",
+    ".html": "text/html; charset=utf-8",
+    ".tsv": "text/tab-separated-values; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
+    ".md": "text/markdown; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".png": "image/png",
+    ".yaml": "application/yaml",
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def validate_run_id(run_id: str) -> str:
+    """A run id is one safe key component (letters, digits, '.', '_', '-'; no '..'), at most 128 characters."""
+    validate_key_part(run_id, "run id")
+    if len(run_id) > MAX_RUN_ID_LENGTH:
+        raise ValueError(f"invalid run id {run_id!r}: longer than {MAX_RUN_ID_LENGTH} characters")
+    return run_id
+
+
+def content_type_for(key: str) -> str | None:
+    return _CONTENT_TYPES.get(Path(key).suffix.lower())
+
+
+def expand_files(files: Mapping[str, os.PathLike | str]) -> dict[str, Path]:
+    """Validate the keys of `files` and expand directories: {"adapters/input": dir} → one key per file inside."""
+    out: dict[str, Path] = {}
+    for key, value in files.items():
+        validate_key(key, "artifact key")
+        path = Path(value)
+        if path.is_dir():
+            children = sorted(p for p in path.rglob("*") if p.is_file())
+            if not children:
+                raise ValueError(f"artifact {key!r}: directory {path} is empty")
+            items = [(f"{key}/{p.relative_to(path).as_posix()}", p) for p in children]
+        elif path.is_file():
+            items = [(key, path)]
+        else:
+            raise FileNotFoundError(f"artifact {key!r}: {path} does not exist")
+        for full_key, file_path in items:
+            validate_key(full_key, "artifact key")
+            if full_key == MANIFEST_NAME:
+                raise ValueError(f"artifact key {MANIFEST_NAME!r} is reserved for the run manifest")
+            if full_key in out:
+                raise ValueError(f"artifact key {full_key!r} given twice")
+            out[full_key] = file_path
+    if not out:
+        raise ValueError("a run needs at least one file")
+    # A key cannot be both a file and a folder ("a" and "a/b"): the local backend could not store it.
+    keys = set(out)
+    for key in keys:
+        parts = key.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in keys:
+                raise ValueError(f"artifact key {'/'.join(parts[:i])!r} is both a file and a folder")
+    return out
+
+
+class ArtifactStore(ABC):
+    """Common logic; a backend implements a few primitives on store-relative keys."""
+
+    # ---- primitives (keys are relative to the store root and already validated) ----
+    @abstractmethod
+    def _put_file(self, key: str, path: Path) -> tuple[int, str]:
+        """Store a local file under `key`; return (size, sha256) of what was stored."""
+
+    @abstractmethod
+    def _put_bytes(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`, replacing any previous object in one step."""
+
+    @abstractmethod
+    def _get_bytes(self, key: str) -> bytes | None:
+        """The object's content, or None when it does not exist."""
+
+    @abstractmethod
+    def _list(self, prefix: str) -> list[str]:
+        """Every key under the folder `prefix` (relative to the store root)."""
+
+    @abstractmethod
+    def _delete(self, keys: Iterable[str]) -> None: ...
+
+    @abstractmethod
+    def _fetch_file(self, key: str, dest: Path) -> None:
+        """Copy the object to `dest` (the caller verifies it)."""
+
+    @abstractmethod
+    def url_for(self, key: str) -> str:
+        """Where a store key lives (a file:// URL or an s3:// URI), for messages and links."""
+
+    location: str
+
+    # ---- runs ----
+    @staticmethod
+    def _run_key(run_id: str, key: str = "") -> str:
+        return f"{RUNS_DIR}/{run_id}/{key}" if key else f"{RUNS_DIR}/{run_id}"
+
+    def publish_run(
+        self, run_id: str, files: Mapping[str, os.PathLike | str], metadata: Mapping[str, Any] | None = None
+    ) -> dict:
+        """Upload `files` ({relative key: local file or directory}) under runs/<run_id>/, then the manifest.
+
+        Returns the manifest: {"format", "run_id", "created_at", "metadata", "files": [{key, size, sha256}],
+        "total_size"}. `metadata` should carry the run's provenance (see `build_run_metadata`); its
+        "created_at", when given, is used as the run's creation time.
+        """
+        validate_run_id(run_id)
+        expanded = expand_files(files)
+        metadata = json.loads(json.dumps(dict(metadata or {}), default=str))  # JSON-safe copy
+        existing = self.get_manifest(run_id, missing_ok=True)
+        if existing is not None:
+            same = {f["key"]: f["sha256"] for f in existing["files"]} == {
+                k: sha256_file(p) for k, p in expanded.items()
+            }
+            if same:
+                return existing
+            raise FileExistsError(f"run {run_id!r} is already published at {self.url_for(self._run_key(run_id))}")
+        # Leftovers of an earlier failed attempt that this file set does not overwrite (never visible to readers).
+        stale = set(self._list(self._run_key(run_id))) - {self._run_key(run_id, k) for k in expanded}
+        if stale:
+            self._delete(sorted(stale))
+        entries = []
+        for key in sorted(expanded):
+            size, checksum = self._put_file(self._run_key(run_id, key), expanded[key])
+            entries.append({"key": key, "size": size, "sha256": checksum})
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "run_id": run_id,
+            "created_at": str(metadata.get("created_at") or _now()),
+            "metadata": metadata,
+            "files": entries,
+            "total_size": sum(e["size"] for e in entries),
+        }
+        self._write_manifest(run_id, manifest)
+        return manifest
+
+    def _write_manifest(self, run_id: str, manifest: dict) -> None:
+        self._put_bytes(self._run_key(run_id, MANIFEST_NAME), _dumps(manifest))
+
+    def get_manifest(self, run_id: str, *, missing_ok: bool = False) -> dict | None:
+        """The run's manifest; FileNotFoundError (or None with missing_ok) when the run is not published."""
+        validate_run_id(run_id)
+        data = self._get_bytes(self._run_key(run_id, MANIFEST_NAME))
+        if data is None:
+            if missing_ok:
+                return None
+            raise FileNotFoundError(f"no published run {run_id!r} in {self.location}")
+        return json.loads(data)
+
+    def list_runs(self) -> list[str]:
+        """Ids of the published runs (those with a manifest), sorted by name."""
+        runs = set()
+        for key in self._list(RUNS_DIR):
+            parts = key.split("/")
+            if len(parts) == 3 and parts[2] == MANIFEST_NAME:
+                runs.add(parts[1])
+        return sorted(runs)
+
+    def run_manifests(self) -> list[dict]:
+        """Manifests of every published run, oldest first (by created_at, then run id)."""
+        manifests = [m for r in self.list_runs() if (m := self.get_manifest(r, missing_ok=True))]
+        return sorted(manifests, key=lambda m: (m.get("created_at", ""), m["run_id"]))
+
+    def latest_run(self) -> dict | None:
+        manifests = self.run_manifests()
+        return manifests[-1] if manifests else None
+
+    def read_run_file(self, run_id: str, key: str) -> bytes:
+        """One file of a published run, verified against the manifest's size and sha256."""
+        manifest = self.get_manifest(run_id)
+        validate_key(key, "artifact key")
+        entry = next((f for f in manifest["files"] if f["key"] == key), None)
+        if entry is None:
+            raise FileNotFoundError(f"run {run_id!r} has no file {key!r}")
+        data = self._get_bytes(self._run_key(run_id, key))
+        if data is None:
+            raise FileNotFoundError(f"run {run_id!r}: {key!r} is in the manifest but missing from the store")
+        if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise ValueError(f"run {run_id!r}: {key!r} fails its checksum")
+        return data
+
+    def read_run_json(self, run_id: str, key: str) -> Any:
+        return json.loads(self.read_run_file(run_id, key))
+
+    def fetch_run(self, run_id: str, dest_dir: os.PathLike | str) -> Path:
+        """Download a published run into `dest_dir` (its files + manifest.json), verifying every checksum."""
+        manifest = self.get_manifest(run_id)
+        dest_dir = Path(dest_dir)
+        for entry in manifest["files"]:
+            key = validate_key(entry["key"], "artifact key in manifest")
+            dest = dest_dir / key
+            if dest.is_file() and dest.stat().st_size == entry["size"] and sha256_file(dest) == entry["sha256"]:
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+            os.close(fd)
+            tmp = Path(tmp_name)
+            try:
+                self._fetch_file(self._run_key(run_id, key), tmp)
+                size = tmp.stat().st_size
+                checksum = sha256_file(tmp)
+                if size != entry["size"] or checksum != entry["sha256"]:
+                    raise ValueError(
+                        f"run {run_id!r}: {key!r} fails verification "
+                        f"(expected {entry['size']} bytes sha256 {entry['sha256']}, got {size} bytes {checksum})"
+                    )
+                os.replace(tmp, dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(dest_dir / MANIFEST_NAME, _dumps(manifest))
+        return dest_dir
+
+    # ---- champion pointer ----
+    def get_champion(self) -> dict | None:
+        """The champion pointer ({"run_id", "metrics", "reason", "updated_at", "history": [...]}) or None."""
+        data = self._get_bytes(CHAMPION_KEY)
+        return json.loads(data) if data is not None else None
+
+    def set_champion(self, run_id: str, metrics: Mapping[str, Any], *, reason: str = "") -> dict:
+        """Make a published run the champion, appending it to the history; one atomic write of champion.json.
+
+        `metrics` is what the dashboard plots: by convention `headline_summary(...)` of the promoted method
+        ({"method", "primary_metric", "missing_type", "missing_rate", "value", ...}).
+        """
+        if self.get_manifest(run_id, missing_ok=True) is None:
+            raise FileNotFoundError(f"cannot make {run_id!r} the champion: it is not a published run")
+        current = self.get_champion() or {}
+        now = _now()
+        entry = {
+            "run_id": run_id,
+            "metrics": json.loads(json.dumps(dict(metrics), default=str)),
+            "reason": reason,
+            "promoted_at": now,
+        }
+        pointer = {
+            "run_id": run_id,
+            "metrics": entry["metrics"],
+            "reason": reason,
+            "updated_at": now,
+            "previous_run_id": current.get("run_id"),
+            "history": [*current.get("history", []), entry],
+        }
+        self._put_bytes(CHAMPION_KEY, _dumps(pointer))
+        return pointer
+
+    # ---- other store files (dashboard) ----
+    def write_text(self, key: str, text: str) -> str:
+        """Write a store-level file (e.g. dashboard/index.html) in one atomic step; returns its location."""
+        validate_key(key)
+        if key.split("/")[0] == RUNS_DIR or key == CHAMPION_KEY:
+            raise ValueError(f"{key!r}: runs and the champion pointer are written through their own methods")
+        self._put_bytes(key, text.encode("utf-8"))
+        return self.url_for(key)
+
+    def read_text(self, key: str) -> str | None:
+        data = self._get_bytes(validate_key(key))
+        return data.decode("utf-8") if data is not None else None
+
+
+class LocalStore(ArtifactStore):
+    """A directory store (the embedded default). Every write is a temp file + os.replace."""
+
+    def __init__(self, root_dir: os.PathLike | str):
+        self.root = Path(root_dir).expanduser().resolve()
+        self.location = str(self.root)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.location!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key).split("/"))
+
+    def url_for(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def _put_file(self, key: str, path: Path) -> tuple[int, str]:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            shutil.copyfile(path, tmp)
+            size, checksum = tmp.stat().st_size, sha256_file(tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return size, checksum
+
+    def _put_bytes(self, key: str, data: bytes) -> None:
+        _atomic_write(self._path(key), data)
+
+    def _get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _list(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".part"))
+        )
+
+    def _delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            for parent in path.parents:  # prune folders left empty, up to the store root
+                if parent == self.root or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+
+    def _fetch_file(self, key: str, dest: Path) -> None:
+        shutil.copyfile(self._path(key), dest)
+
+
+class S3Store(ArtifactStore):
+    """A store under `s3://bucket/prefix`. Files go up with boto3's managed transfer (sha256 in the metadata)."""
+
+    def __init__(self, uri: str, endpoint_url: str | None = None, client=None):
+        self.uri = s3util.S3Uri.parse(uri)
+        self.location = str(self.uri)
+        self.endpoint_url = endpoint_url
+        self._client = client
+
+    @property
+    def client(self):
+        """The boto3 client, created on first use (so a store can be pickled and sent to a Prefect worker)."""
+        if self._client is None:
+            self._client = s3util.make_client(self.endpoint_url)
+        return self._client
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.location!r})"
+
+    def _key(self, key: str) -> str:
+        return self.uri.key(validate_key(key))
+
+    def url_for(self, key: str) -> str:
+        return f"s3://{self.uri.bucket}/{self._key(key)}"
+
+    def _put_file(self, key: str, path: Path) -> tuple[int, str]:
+        size = path.stat().st_size
+        checksum = s3util.upload_file(self.client, path, self.uri.bucket, self._key(key), content_type_for(key))
+        return size, checksum
+
+    def _put_bytes(self, key: str, data: bytes) -> None:
+        extra = {"ContentType": content_type_for(key) or "application/octet-stream"}
+        self.client.put_object(
+            Bucket=self.uri.bucket,
+            Key=self._key(key),
+            Body=data,
+            Metadata={s3util.SHA256_METADATA_KEY: hashlib.sha256(data).hexdigest()},
+            **extra,
+        )
+
+    def _get_bytes(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.uri.bucket, Key=self._key(key))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+        return response["Body"].read()
+
+    def _list(self, prefix: str) -> list[str]:
+        root = self.uri.key(validate_key(prefix))
+        strip = len(self.uri.prefix) + 1 if self.uri.prefix else 0
+        return [k[strip:] for k in s3util.list_keys(self.client, self.uri.bucket, root)]
+
+    def _delete(self, keys: Iterable[str]) -> None:
+        keys = [self._key(k) for k in keys]
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.uri.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def _fetch_file(self, key: str, dest: Path) -> None:
+        self.client.download_file(self.uri.bucket, self._key(key), str(dest))
+
+
+def open_store(location: str | os.PathLike, *, endpoint_url: str | None = None) -> ArtifactStore:
+    """An `S3Store` for an s3:// URI (endpoint from `endpoint_url` or MMP_S3_ENDPOINT_URL), else a `LocalStore`."""
+    location = str(location)
+    if location.startswith("s3://"):
+        return S3Store(location, endpoint_url=endpoint_url)
+    if location.startswith("file://"):
+        location = location[len("file://") :]
+    if "://" in location:
+        raise ValueError(f"unsupported store location {location!r}: use a directory or an s3:// URI")
+    return LocalStore(location)
+
+
+def _dumps(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Results helpers (the metrics.json format written by evaluation) and the promotion rule.
+# ---------------------------------------------------------------------------------------------------------
+
+Cell = tuple[str, float]
+
+
+def _cell_id(missing_type: str, missing_rate: float) -> Cell:
+    return (str(missing_type), round(float(missing_rate), 6))
+
+
+def _grid_cells(grid: Sequence[Mapping] | Mapping, metric: str, what: str) -> dict[Cell, float]:
+    if isinstance(grid, Mapping):  # a whole metrics.json
+        grid = grid["grid"]
+    cells: dict[Cell, float] = {}
+    for row in grid:
+        cell = _cell_id(row["missing_type"], row["missing_rate"])
+        if metric not in row:
+            raise ValueError(f"{what} grid cell {cell} has no metric {metric!r}")
+        value = float(row[metric])
+        if not math.isfinite(value):
+            raise ValueError(f"{what} grid cell {cell}: {metric} is {value}")
+        if cell in cells:
+            raise ValueError(f"{what} grid has cell {cell} twice")
+        cells[cell] = value
+    return cells
+
+
+def headline_summary(metrics: Mapping[str, Any]) -> dict:
+    """The headline of one method's metrics.json, flat: {method, primary_metric, missing_type, missing_rate,
+    value, <every metric of the headline cell>}; what `set_champion` and the dashboard expect."""
+    metric = metrics["primary_metric"]
+    headline = dict(metrics["headline"])
+    return {
+        "method": metrics.get("method"),
+        "primary_metric": metric,
+        **headline,
+        "value": float(headline[metric]),
+    }
+
+
+def build_run_metadata(
+    results: Mapping[str, Mapping[str, Any]],
+    *,
+    data_version: str | None = None,
+    params_fingerprint: str | None = None,
+    git_commit: str | None = None,
+    created_at: str | None = None,
+    **extra: Any,
+) -> dict:
+    """The manifest metadata of a run from its results ({method: metrics.json dict}) and provenance."""
+    first = next(iter(results.values()), {})
+    return {
+        "created_at": created_at or _now(),
+        "data_version": data_version,
+        "params_fingerprint": params_fingerprint,
+        "git_commit": git_commit,
+        "dataset": first.get("dataset"),
+        "primary_metric": first.get("primary_metric"),
+        "methods": list(results),
+        "headline": {method: headline_summary(m) for method, m in results.items()},
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promote: bool
+    reason: str
+    metric: str
+    headline: Cell
+    tolerance: float
+    champion_value: float | None = None  # headline cell
+    challenger_value: float | None = None
+    rows: list[dict] = field(default_factory=list)  # per cell: type, rate, champion, challenger, delta, status
+
+    @property
+    def regressions(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] in ("regression", "missing")]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["headline"] = {"missing_type": self.headline[0], "missing_rate": self.headline[1]}
+        return data
+
+    def to_markdown(self) -> str:
+        verdict = "PROMOTE" if self.promote else "REJECT"
+        lines = [
+            f"**{verdict}**: {self.reason}",
+            "",
+            f"metric `{self.metric}`, headline cell {self.headline[0]}@{self.headline[1]:g}, "
+            f"tolerance {self.tolerance:g}",
+        ]
+        if self.rows:
+            lines += ["", "| type | rate | champion | challenger | delta | status |", "|---|---|---|---|---|---|"]
+            for r in self.rows:
+                lines.append(
+                    f"| {r['missing_type']} | {r['missing_rate']:g} | {_fmt(r['champion'])} | "
+                    f"{_fmt(r['challenger'])} | {_fmt(r['delta'], signed=True)} | {r['status']} |"
+                )
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+_EPS = 1e-12
+
+
+def decide_promotion(
+    champion_grid: Sequence[Mapping] | Mapping | None,
+    challenger_grid: Sequence[Mapping] | Mapping,
+    *,
+    metric: str,
+    headline: Mapping[str, Any] | Sequence,
+    tolerance: float,
+) -> PromotionDecision:
+    """Should the challenger replace the champion? Grids are lists of cells (or whole metrics.json dicts).
+
+    Promote only if no champion cell is worse in the challenger by more than `tolerance` (a champion cell
+    missing from the challenger counts as worse) AND the challenger is strictly better on the headline cell.
+    No champion → promote. Raises ValueError on malformed grids or a headline cell missing from either grid.
+    """
+    if tolerance < 0 or not math.isfinite(tolerance):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
+    if isinstance(headline, Mapping):
+        head = _cell_id(headline["missing_type"], headline["missing_rate"])
+    else:
+        head = _cell_id(*headline)
+    challenger = _grid_cells(challenger_grid, metric, "challenger")
+    if head not in challenger:
+        raise ValueError(f"challenger grid has no headline cell {head}")
+    common = {"metric": metric, "headline": head, "tolerance": float(tolerance)}
+    if champion_grid is None:
+        rows = [
+            {"missing_type": t, "missing_rate": r, "champion": None, "challenger": v, "delta": None, "status": "new"}
+            for (t, r), v in sorted(challenger.items())
+        ]
+        return PromotionDecision(
+            promote=True,
+            reason="no champion yet: the first published run becomes the champion",
+            challenger_value=challenger[head],
+            rows=rows,
+            **common,
+        )
+    champion = _grid_cells(champion_grid, metric, "champion")
+    if head not in champion:
+        raise ValueError(f"champion grid has no headline cell {head}")
+    rows = []
+    for cell in sorted(set(champion) | set(challenger)):
+        old, new = champion.get(cell), challenger.get(cell)
+        if old is None:
+            status, delta = "new", None
+        elif new is None:
+            status, delta = "missing", None
+        else:
+            delta = new - old
+            if delta < -tolerance - _EPS:
+                status = "regression"
+            elif delta > _EPS:
+                status = "better"
+            elif delta < -_EPS:
+                status = "worse_within_tolerance"
+            else:
+                status = "equal"
+        rows.append(
+            {
+                "missing_type": cell[0],
+                "missing_rate": cell[1],
+                "champion": old,
+                "challenger": new,
+                "delta": delta,
+                "status": status,
+            }
+        )
+    old_head, new_head = champion[head], challenger[head]
+    bad = [r for r in rows if r["status"] in ("regression", "missing")]
+    head_text = f"{metric} at {head[0]}@{head[1]:g}: {new_head:.4f} vs champion {old_head:.4f}"
+    if bad:
+        worst = min((r for r in bad if r["delta"] is not None), key=lambda r: r["delta"], default=bad[0])
+        detail = f"{worst['missing_type']}@{worst['missing_rate']:g} " + (
+            f"{worst['delta']:+.4f}" if worst["delta"] is not None else "missing from the challenger"
+        )
+        reason = (
+            f"rejected: {len(bad)} cell(s) worse than the champion by more than {tolerance:g} "
+            f"(worst {detail}); {head_text}"
+        )
+        promote = False
+    elif new_head - old_head > _EPS:
+        reason = f"promoted: headline improved ({head_text}, {new_head - old_head:+.4f}); no cell regressed beyond {tolerance:g}"
+        promote = True
+    else:
+        reason = f"rejected: headline not better ({head_text}); no cell regressed beyond {tolerance:g}"
+        promote = False
+    return PromotionDecision(
+        promote=promote, reason=reason, champion_value=old_head, challenger_value=new_head, rows=rows, **common
+    )

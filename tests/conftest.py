@@ -1,0 +1,118 @@
+"""Shared fixtures: real moto S3 servers over HTTP on free 127.0.0.1 ports, and a fresh bucket per test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MotoServer:
+    """A `moto_server` process on 127.0.0.1 (in-memory S3); `url` is its endpoint."""
+
+    def __init__(self, log_dir: Path):
+        exe = Path(sys.executable).with_name("moto_server")
+        self.exe = str(exe) if exe.exists() else shutil.which("moto_server")
+        if not self.exe:
+            raise RuntimeError("moto_server not found: install the dev extras (moto[server])")
+        self.log_path = log_dir / "moto_server.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20) -> MotoServer:
+        log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
+        self._log = log
+        self.proc = subprocess.Popen(
+            [self.exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited ({self.proc.returncode}); see {self.log_path}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"moto_server not ready after {timeout}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+@pytest.fixture(scope="session")
+def aws_test_env():
+    """Fake credentials for the whole session (never real AWS)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in AWS_TEST_ENV.items():
+            mp.setenv(key, value)
+        mp.delenv("AWS_PROFILE", raising=False)
+        yield AWS_TEST_ENV
+
+
+@pytest.fixture(scope="session")
+def moto_server(aws_test_env, tmp_path_factory) -> str:
+    """Endpoint URL of a moto S3 server shared by the session (real HTTP on 127.0.0.1)."""
+    server = MotoServer(tmp_path_factory.mktemp("moto")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_server_factory(aws_test_env, tmp_path):
+    """Start private moto servers (e.g. to stop one mid-test): `server = moto_server_factory()`; `server.url`,
+    `server.stop()`. Every server still running is stopped at teardown."""
+    servers: list[MotoServer] = []
+
+    def start() -> MotoServer:
+        log_dir = tmp_path / f"moto-{len(servers)}"
+        log_dir.mkdir()
+        servers.append(MotoServer(log_dir).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_server) -> str:
+    """A fresh, empty bucket on the shared moto server; its name."""
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket=name)
+    return name
