@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mmp_core import s3 as s3util
+from mmp_core.fileio import atomic_write_bytes
 from mmp_core.s3 import sha256_file, validate_key, validate_key_part
 
 MANIFEST_NAME = "manifest.json"
@@ -254,7 +255,7 @@ class ArtifactStore(ABC):
             finally:
                 tmp.unlink(missing_ok=True)
         dest_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(dest_dir / MANIFEST_NAME, _dumps(manifest))
+        atomic_write_bytes(dest_dir / MANIFEST_NAME, _dumps(manifest))
         return dest_dir
 
     # ---- champion pointer ----
@@ -335,7 +336,7 @@ class LocalStore(ArtifactStore):
         return size, checksum
 
     def _put_bytes(self, key: str, data: bytes) -> None:
-        _atomic_write(self._path(key), data)
+        atomic_write_bytes(self._path(key), data)
 
     def _get_bytes(self, key: str) -> bytes | None:
         try:
@@ -449,20 +450,6 @@ def open_store(location: str | os.PathLike, *, endpoint_url: str | None = None) 
 
 def _dumps(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def test_s3_backbone_is_downloaded_verified_and_cached(tmp_path, moto_server, s3
     boto3.client("s3", endpoint_url=moto_server).put_object(
         Bucket=s3_bucket, Key="backbones/tiny/config.json", Body=b"{}", Metadata={"sha256": "0" * 64}
     )
-    with pytest.raises(ValueError, match="config.json: downloaded file fails verification"):
+    with pytest.raises(ValueError, match=r"config\.json: downloaded file fails verification"):
         load_backbone(uri, cache_dir=tmp_path / "cache2", endpoint_url=moto_server)
     with pytest.raises(FileNotFoundError, match="no objects under this prefix"):
         load_backbone(f"s3://{s3_bucket}/nothing", cache_dir=cache, endpoint_url=moto_server)

@@ -21,8 +21,7 @@ import pyarrow as pa
 
 from mmp_core.data.datasets import DatasetSpec
 from mmp_core.data.errors import BadSampleError, DataError
-
-COMPLETE, TEXT_MISSING, IMAGE_MISSING = 0, 1, 2
+from mmp_core.missing import COMPLETE, IMAGE_MISSING, TEXT_MISSING
 
 
 def arrow_schema(spec: DatasetSpec) -> pa.Schema:

@@ -6,11 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmp_core.missing import COMPLETE, IMAGE_MISSING, TEXT_MISSING  # noqa: F401 (re-exported)
+
 PROMPT_TYPES = ("input", "attention", "none")
 TASKS = ("multilabel", "multiclass", "binary")
 PROMPT_INITS = ("reference", "normal")
-# Missing types, as fed to the model per sample. "Both missing" never occurs (spec §2).
-COMPLETE, TEXT_MISSING, IMAGE_MISSING = 0, 1, 2
+# Missing types fed to the model per sample select its prompts; "both missing" never occurs (spec §2).
 NUM_MISSING_TYPES = 3
 
 
