@@ -268,7 +268,10 @@ def evaluate_adapter(
         headline=(params.test_missing.type, params.test_missing.rate),
         dataset=prepared.spec.name,
         method=method,
-        train_setting=train_params.train_missing.model_dump(),
+        train_setting={
+            "missing_type": train_params.train_missing.type,
+            "missing_rate": train_params.train_missing.rate,
+        },
     )
     document["data_version"] = data_version(prepared)
     write_results(document, out_dir)

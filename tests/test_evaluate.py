@@ -104,7 +104,7 @@ def test_evaluate_command_writes_grid_metrics_and_curves(workspace):
     # rates 0, .5, .7, 1 x 3 types; the headline (both, 0.7) is one of them
     assert len(metrics["grid"]) == 12
     assert metrics["headline"]["missing_type"] == "both" and metrics["headline"]["missing_rate"] == 0.7
-    assert metrics["train_setting"] == {"type": "both", "rate": 0.7}
+    assert metrics["train_setting"] == {"missing_type": "both", "missing_rate": 0.7}
     assert metrics["test_samples"] == 48
     lines = (workspace / "results" / "grid.tsv").read_text().splitlines()
     assert lines[0].split("\t")[:4] == ["method", "missing_type", "missing_rate", "f1_macro"]
