@@ -15,25 +15,14 @@ from PIL import Image
 
 from mmp_core.report import write_dashboard
 from mmp_core.storage import LocalStore, build_run_metadata, headline_summary
+from tests.results_fixtures import metrics_document
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (CI installs it)")
 
-TYPES = ("text", "image", "both")
-RATES = [round(0.1 * i, 1) for i in range(11)]
-
 
 def make_metrics(method: str, base: float) -> dict:
-    grid = [{"missing_type": t, "missing_rate": r, "f1_macro": round(base - 0.3 * r, 6)} for t in TYPES for r in RATES]
-    head = next(c for c in grid if c["missing_type"] == "both" and c["missing_rate"] == 0.7)
-    return {
-        "dataset": "embedded",
-        "method": method,
-        "primary_metric": "f1_macro",
-        "train_setting": {"missing_type": "both", "missing_rate": 0.7},
-        "headline": dict(head),
-        "grid": grid,
-    }
+    return metrics_document(method, lambda t, r: base - 0.3 * r, micro_offset=None)
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

@@ -11,34 +11,15 @@ import pytest
 
 from mmp_core.report import load_run_results, rate_table, render_dashboard, render_report, write_dashboard
 from mmp_core.storage import LocalStore, build_run_metadata, decide_promotion, headline_summary
+from tests.results_fixtures import TYPES, metrics_document
 
-TYPES = ("text", "image", "both")
-RATES = [round(0.1 * i, 1) for i in range(11)]
 # Distinct, recognisable values per (method, type) at 70%: f1 = base - slope * rate.
 BASES = {"baseline": 0.50, "attention": 0.55, "input": 0.60}
 SLOPES = {"text": 0.20, "image": 0.30, "both": 0.40}
 
 
 def make_metrics(method: str, shift: float = 0.0) -> dict:
-    grid = [
-        {
-            "missing_type": t,
-            "missing_rate": r,
-            "f1_macro": round(BASES[method] + shift - SLOPES[t] * r, 6),
-            "f1_micro": round(BASES[method] + shift + 0.05 - SLOPES[t] * r, 6),
-        }
-        for t in TYPES
-        for r in RATES
-    ]
-    head = next(c for c in grid if c["missing_type"] == "both" and c["missing_rate"] == 0.7)
-    return {
-        "dataset": "embedded",
-        "method": method,
-        "primary_metric": "f1_macro",
-        "train_setting": {"missing_type": "both", "missing_rate": 0.7},
-        "headline": dict(head),
-        "grid": grid,
-    }
+    return metrics_document(method, lambda t, r: BASES[method] + shift - SLOPES[t] * r)
 
 
 def make_results(shift: float = 0.0) -> dict:

@@ -19,28 +19,13 @@ from mmp_core.storage import (
     open_store,
     validate_run_id,
 )
-
-TYPES = ("text", "image", "both")
-RATES = [round(0.1 * i, 1) for i in range(11)]
+from tests.results_fixtures import metrics_document
 
 
 def make_metrics(method: str = "input", base: float = 0.6, slope: float = 0.3, bump: dict | None = None) -> dict:
     """A metrics.json dict: f1_macro falls linearly with the missing rate; `bump` adds to chosen cells."""
     bump = bump or {}
-    grid = []
-    for t in TYPES:
-        for r in RATES:
-            value = round(base - slope * r + bump.get((t, r), 0.0), 6)
-            grid.append({"missing_type": t, "missing_rate": r, "f1_macro": value, "f1_micro": value + 0.05})
-    head = next(c for c in grid if c["missing_type"] == "both" and c["missing_rate"] == 0.7)
-    return {
-        "dataset": "embedded",
-        "method": method,
-        "primary_metric": "f1_macro",
-        "train_setting": {"missing_type": "both", "missing_rate": 0.7},
-        "headline": dict(head),
-        "grid": grid,
-    }
+    return metrics_document(method, lambda t, r: base - slope * r + bump.get((t, r), 0.0))
 
 
 def sha(path: Path) -> str:
