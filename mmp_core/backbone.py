@@ -125,6 +125,8 @@ def load_backbone(
     if max_text_len is not None:
         interpolate_text_positions(model, max_text_len)
     freeze(model)
+    # Identify the weights as loaded (fp32), before any precision change by DeepSpeed (bf16) alters the bytes.
+    model.mmp_fingerprint = fingerprint(model)
     return model
 
 
@@ -149,6 +151,11 @@ def interpolate_text_positions(model: ViltModel, max_text_len: int) -> None:
 def freeze(model: nn.Module) -> None:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+
+
+def backbone_fingerprint(model: nn.Module) -> str:
+    """The fingerprint taken when the backbone was loaded, or computed now for a backbone built elsewhere."""
+    return getattr(model, "mmp_fingerprint", None) or fingerprint(model)
 
 
 def fingerprint(model: nn.Module) -> str:

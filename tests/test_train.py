@@ -203,3 +203,19 @@ def test_parameter_groups_decay_weights_and_prompts_not_biases_or_norms():
 def test_validation_points_are_spread_and_include_the_epoch_end():
     assert validation_steps(23, 5) == {5, 9, 14, 18, 23}
     assert validation_steps(3, 5) == {1, 2, 3}
+
+
+@pytest.mark.parametrize("config", ["zero2_bf16", "zero0_bf16", "zero2_fp32"])
+def test_other_deepspeed_configs_train(workspace, config):
+    params = write_params(
+        workspace / f"{config}.yaml",
+        workspace / "backbone",
+        epochs=1,
+        deepspeed_config=f"infra/deepspeed/{config}.json",
+    )
+    run_mmp(train_args(workspace, "input", config, params), workspace)
+    summary = json.loads((workspace / config / "train_summary.json").read_text())
+    assert summary["steps"] == 6 and len(summary["history"]) == 2
+    tensors = adapter_tensors(workspace / config)
+    assert tensors["prompts"].dtype == torch.float32, "adapters are saved in fp32 whatever the training precision"
+    assert all(torch.isfinite(t).all() for t in tensors.values())

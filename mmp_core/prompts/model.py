@@ -21,7 +21,7 @@ from torch import nn
 from transformers import ViltModel
 
 from mmp_core import __version__
-from mmp_core.backbone import fingerprint
+from mmp_core.backbone import backbone_fingerprint
 from mmp_core.fileio import atomic_write, atomic_write_json
 from mmp_core.prompts.config import (
     COMPLETE,
@@ -285,7 +285,7 @@ class MissingAwarePromptModel(nn.Module):
             "prompt_config": self.config.to_dict(),
             "backbone": {
                 "name_or_path": backbone_config._name_or_path,
-                "fingerprint": fingerprint(self.backbone),
+                "fingerprint": backbone_fingerprint(self.backbone),
                 **{field: getattr(backbone_config, field) for field in _BACKBONE_SHAPE_FIELDS},
             },
         }
@@ -298,7 +298,8 @@ class MissingAwarePromptModel(nn.Module):
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.trainable_state_dict().items()}
+        # Stored in fp32 whatever the training precision (bf16 weights convert exactly).
+        tensors = {name: t.detach().cpu().float().contiguous() for name, t in self.trainable_state_dict().items()}
         metadata = self.adapter_metadata()
         if extra is not None:
             metadata["training"] = extra
@@ -328,7 +329,7 @@ class MissingAwarePromptModel(nn.Module):
                     f"{config_path}: adapter was trained on a backbone with {field}={recorded.get(field)}, "
                     f"this backbone has {field}={getattr(backbone.config, field)}"
                 )
-        if recorded.get("fingerprint") != fingerprint(backbone) and not allow_backbone_mismatch:
+        if recorded.get("fingerprint") != backbone_fingerprint(backbone) and not allow_backbone_mismatch:
             raise ValueError(
                 f"{config_path}: adapter was trained on backbone {recorded.get('name_or_path')!r} with other "
                 f"weights (fingerprint {str(recorded.get('fingerprint'))[:12]}…); pass allow_backbone_mismatch=True "
