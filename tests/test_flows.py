@@ -241,11 +241,13 @@ def test_publish_task_retries_when_the_s3_server_goes_away(tmp_path, monkeypatch
         server.start()
         boto3.client("s3", endpoint_url=server.url).create_bucket(Bucket=ARTIFACTS)
 
+    comeback = threading.Timer(8, lambda: restart(server))  # outlasts boto3's own retries (~6 s)
+
     def put_then_fail_once(key, path):
         attempts.append(key)
         if len(attempts) == 2:  # the server dies in the middle of the first attempt, then comes back
             server.stop()  # in-memory: it comes back empty, so the bucket is made again
-            threading.Timer(8, lambda: restart(server)).start()  # outlasts boto3 retries (~6 s)
+            comeback.start()
         return original(key, path)
 
     monkeypatch.setattr(store, "_put_file", put_then_fail_once)
@@ -254,13 +256,18 @@ def test_publish_task_retries_when_the_s3_server_goes_away(tmp_path, monkeypatch
     def publish_flow():
         return publish(store, bundle)
 
-    manifest = publish_flow()
-    assert len(attempts) > len(files), "the first attempt failed and the task retried"
-    assert [f["key"] for f in manifest["files"]] == sorted(files)
-    assert store.list_runs() == ["outage"]
-    for key in files:
-        assert json.loads(store.read_run_file("outage", key)) == json.loads(files[key].read_text())
-    server.stop()
+    try:
+        manifest = publish_flow()
+        assert len(attempts) > len(files), "the first attempt failed and the task retried"
+        assert [f["key"] for f in manifest["files"]] == sorted(files)
+        assert store.list_runs() == ["outage"]
+        for key in files:
+            assert json.loads(store.read_run_file("outage", key)) == json.loads(files[key].read_text())
+    finally:
+        comeback.cancel()
+        if comeback.ident is not None:  # started: let a restart in progress finish before stopping
+            comeback.join()
+        server.stop()  # ours only, also if the test failed after the restart
 
 
 READ_DEPLOYMENT = """
