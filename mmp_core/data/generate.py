@@ -24,8 +24,6 @@ Ids are 7 digits, the first one the split (1 train, 2 dev, 3 test).
 
 from __future__ import annotations
 
-import colorsys
-import io
 import json
 import os
 import shutil
@@ -35,221 +33,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
+from mmp_core.data import drawing
 from mmp_core.data.datasets import EMBEDDED_GENRES
 
 SPLIT_CODES = {"train": 1, "dev": 2, "test": 3}
 
-NAMES = [
-    "anna",
-    "tom",
-    "maria",
-    "jack",
-    "lena",
-    "omar",
-    "yuki",
-    "paul",
-    "sara",
-    "ivan",
-    "nina",
-    "leo",
-    "clara",
-    "hugo",
-    "mia",
-    "felix",
-    "ada",
-    "noah",
-    "rosa",
-    "max",
-]
-VERBS = [
-    "meets",
-    "finds",
-    "leaves",
-    "follows",
-    "visits",
-    "remembers",
-    "discovers",
-    "helps",
-    "loses",
-    "builds",
-    "watches",
-    "joins",
-    "guards",
-    "paints",
-    "answers",
-    "carries",
-    "trusts",
-    "questions",
-    "teaches",
-    "sells",
-    "buys",
-    "repairs",
-    "opens",
-    "closes",
-    "crosses",
-]
-ADJECTIVES = [
-    "old",
-    "young",
-    "quiet",
-    "small",
-    "distant",
-    "new",
-    "lonely",
-    "clever",
-    "stubborn",
-    "tired",
-    "gentle",
-    "proud",
-    "strange",
-    "busy",
-    "calm",
-]
-NOUNS = [
-    "town",
-    "city",
-    "river",
-    "house",
-    "friend",
-    "brother",
-    "sister",
-    "father",
-    "mother",
-    "doctor",
-    "teacher",
-    "farmer",
-    "village",
-    "school",
-    "letter",
-    "island",
-    "road",
-    "neighbor",
-    "child",
-    "student",
-    "captain",
-    "king",
-    "queen",
-    "garden",
-    "bridge",
-    "station",
-    "market",
-    "harbor",
-    "mountain",
-    "forest",
-    "library",
-    "painting",
-    "shop",
-    "boat",
-    "train",
-    "hotel",
-    "museum",
-    "office",
-    "kitchen",
-    "window",
-    "tower",
-]
-PLACES = [
-    "the village",
-    "the city",
-    "the harbor",
-    "the mountains",
-    "the forest",
-    "the old town",
-    "the valley",
-    "the north",
-    "the capital",
-]
-CUES = {
-    "Romance": [
-        "love",
-        "kiss",
-        "wedding",
-        "heart",
-        "romance",
-        "sweetheart",
-        "passion",
-        "bride",
-        "darling",
-        "affair",
-        "engaged",
-        "valentine",
-    ],
-    "Comedy": [
-        "funny",
-        "hilarious",
-        "laugh",
-        "joke",
-        "silly",
-        "prank",
-        "clumsy",
-        "comic",
-        "goofy",
-        "mishap",
-        "absurd",
-        "giggle",
-    ],
-    "Sci-Fi": [
-        "robot",
-        "spaceship",
-        "alien",
-        "planet",
-        "galaxy",
-        "laser",
-        "android",
-        "starship",
-        "cyborg",
-        "orbit",
-        "asteroid",
-        "teleport",
-    ],
-    "Action": [
-        "explosion",
-        "chase",
-        "fight",
-        "gunfire",
-        "battle",
-        "escape",
-        "heist",
-        "bomb",
-        "rescue",
-        "soldier",
-        "punch",
-        "ambush",
-    ],
-    "Mystery": [
-        "secret",
-        "clue",
-        "riddle",
-        "hidden",
-        "vanished",
-        "puzzle",
-        "cipher",
-        "unsolved",
-        "disguise",
-        "mysterious",
-        "footprints",
-        "enigma",
-    ],
-}
-CUE_TEMPLATES = (
-    "{name} {verb} the {cue} {noun} .",
-    "a tale of {cue} and {cue2} .",
-    "there is {cue} in {place} .",
-    "{name} cannot forget the {cue} .",
-    "everything ends with {cue} .",
-)
-NEUTRAL_TEMPLATES = (
-    "{name} {verb} the {adj} {noun} in {place} .",
-    "the {adj} {noun} {verb} {name} .",
-    "{name} and {name2} {verb} a {noun} near the {noun2} .",
-    "one day the {noun} {verb} the {adj} {noun2} .",
-)
+# The word lists live in lexicon.json (shared with the captioned scenes that pretrain the embedded backbone).
+LEXICON = json.loads((Path(__file__).with_name("lexicon.json")).read_text(encoding="utf-8"))
+NAMES, VERBS, ADJECTIVES, NOUNS, PLACES = (LEXICON[k] for k in ("names", "verbs", "adjectives", "nouns", "places"))
+CUES: dict[str, list[str]] = LEXICON["cues"]
+CUE_TEMPLATES: tuple[str, ...] = tuple(LEXICON["cue_templates"])
+NEUTRAL_TEMPLATES: tuple[str, ...] = tuple(LEXICON["neutral_templates"])
 
 IMAGE_ONLY = ("Horror", "Western", "Animation")
 TEXT_ONLY = ("Romance", "Comedy", "Sci-Fi")
-DECOY_COLOURS = [(40, 70, 200), (40, 160, 70), (130, 60, 170), (40, 180, 190), (235, 235, 235), (120, 120, 120)]
 
 
 @dataclass(frozen=True)
@@ -357,47 +155,17 @@ def _plot(rng: np.random.Generator, cues: set[str]) -> list[str]:
 
 
 def _image(rng: np.random.Generator, cues: set[str], quality: int) -> bytes:
-    width, height = int(rng.integers(96, 145)), int(rng.integers(96, 129))
-    hue = rng.random()
-    value = rng.uniform(0.08, 0.22) if "Horror" in cues else rng.uniform(0.55, 0.92)
-    background = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, rng.uniform(0.1, 0.4), value))
-    image = Image.new("RGB", (width, height), background)
-    draw = ImageDraw.Draw(image)
+    image, background, value = drawing.canvas(rng, dark="Horror" in cues)
     if "Western" in cues:
-        band = int(rng.integers(5, 9))
-        shade = tuple(int(c * 0.55) for c in background) if value > 0.4 else tuple(min(255, c + 60) for c in background)
-        for top in range(int(rng.integers(band)), height, 2 * band):
-            draw.rectangle([0, top, width, top + band - 1], fill=shade)
+        drawing.stripes(rng, image, background, value)
     if "Animation" in cues:
-        radius = int(min(width, height) * rng.uniform(0.2, 0.3))
-        cx, cy = int(rng.integers(radius, width - radius)), int(rng.integers(radius, height - radius))
-        colour = (int(rng.integers(225, 256)), int(rng.integers(200, 236)), int(rng.integers(0, 60)))
-        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=colour)
-    for _ in range(int(rng.integers(1, 4))):  # decoy shapes
-        size = int(rng.integers(10, 30))
-        x, y = int(rng.integers(0, width - size)), int(rng.integers(0, height - size))
-        colour = DECOY_COLOURS[int(rng.integers(len(DECOY_COLOURS)))]
-        if rng.random() < 0.5:
-            draw.rectangle([x, y, x + size, y + size], fill=colour)
-        else:
-            draw.ellipse([x, y, x + size, y + size], fill=colour)
+        drawing.sun(rng, image)
+    drawing.decoys(rng, image)
     if "Action" in cues:
-        for _ in range(int(rng.integers(2, 5))):
-            size = int(rng.integers(14, 25))
-            x, y = int(rng.integers(0, width - size)), int(rng.integers(0, height - size))
-            red = (int(rng.integers(200, 256)), int(rng.integers(0, 40)), int(rng.integers(0, 40)))
-            draw.polygon([(x, y + size), (x + size, y + size), (x + size // 2, y)], fill=red)
+        drawing.triangles(rng, image)
     if "Mystery" in cues:
-        side, cell = int(rng.integers(28, 41)) // 4 * 4, 4
-        x, y = int(rng.integers(0, width - side)), int(rng.integers(0, height - side))
-        for i in range(side // cell):
-            for j in range(side // cell):
-                shade = (20, 20, 20) if (i + j) % 2 else (235, 235, 235)
-                draw.rectangle([x + i * cell, y + j * cell, x + (i + 1) * cell - 1, y + (j + 1) * cell - 1], fill=shade)
-    pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 8, (height, width, 3))
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
+        drawing.checkerboard(rng, image)
+    return drawing.to_jpeg(rng, image, quality)
 
 
 def make_sample(cfg: GenerateConfig, split: str, index: int) -> tuple[dict, bytes | None]:
