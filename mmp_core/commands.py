@@ -20,8 +20,10 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run_demo)
 
-    parser = subparsers.add_parser("pretrain", help="pretrain the small ViLT backbone on complete training pairs")
-    parser.add_argument("--prepared", required=True, help="prepared dataset directory")
+    parser = subparsers.add_parser(
+        "pretrain", help="pretrain a small ViLT on generated captioned scenes or a prepared dataset's pairs"
+    )
+    parser.add_argument("--prepared", help="prepared dataset directory (pretrain.corpus: prepared)")
     parser.add_argument("--out", required=True, help="backbone directory to write (save_pretrained + vocab.txt)")
     parser.add_argument("--params", default=DEFAULT_PARAMS)
     parser.set_defaults(func=run_pretrain)
@@ -46,25 +48,24 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from mmp_core.config import PretrainParams, TrainParams, load_section
-    from mmp_core.pretrain import complete_pairs, pretrain
+    from mmp_core.config import PretrainParams, load_section
+    from mmp_core.pretrain import pretrain, scene_tokenizer
 
     params = load_section(args.params, "pretrain", PretrainParams)
-    train_params = load_section(args.params, "train", TrainParams)
-    dataset, collate, tokenizer = complete_pairs(args.prepared, train_params)
-    summary = pretrain(
-        params,
-        dataset,
-        collate,
-        tokenizer,
-        image_size=train_params.image.shorter_side,
-        max_text_len=train_params.max_text_len,
-        out_dir=args.out,
-    )
-    last = summary["history"][-1]
+    if params.corpus == "scenes":
+        tokenizer = scene_tokenizer()
+    else:
+        from mmp_core.data import build_tokenizer, load_prepared
+
+        if not args.prepared:
+            raise ValueError("pretrain.corpus is 'prepared': pass --prepared DIR (a prepared dataset with vocab.txt)")
+        tokenizer = build_tokenizer(prepared=load_prepared(args.prepared))
+    summary = pretrain(params, tokenizer, args.out, prepared_dir=args.prepared)
+    heldout = summary["heldout"] or summary["history"][-1]
     print(
-        f"pretrained {summary['parameters']:,d}-parameter ViLT on {summary['pairs']} pairs in {summary['seconds']} s: "
-        f"MLM loss {last['mlm_loss']}, ITM accuracy {last['itm_accuracy']} -> {args.out}"
+        f"pretrained a {summary['parameters']:,d}-parameter ViLT on {summary['pairs']} pairs in {summary['seconds']} s: "
+        + ", ".join(f"{key} {value}" for key, value in heldout.items() if key not in ("epoch", "seconds"))
+        + f" -> {args.out}"
     )
     return 0
 

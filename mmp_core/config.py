@@ -37,15 +37,26 @@ class ImageParams(Section):
 
 
 class PretrainParams(Section):
-    """The small ViLT that stands in for dandelin/vilt-b32-mlm on the embedded data (MLM + ITM)."""
+    """Pretraining a small ViLT (`mmp pretrain`): the embedded backbone from generated captioned scenes, or a
+    backbone for your own data from a prepared dataset's complete pairs (`corpus: prepared`)."""
 
     config: str = "small"
+    corpus: Literal["scenes", "prepared"] = "scenes"
+    pairs: int = Field(40000, gt=0, description="scenes rendered for pretraining (corpus: scenes)")
+    heldout: int = Field(1000, ge=100, description="held-out scenes for the matching metrics (corpus: scenes)")
+    max_text_len: int = Field(40, gt=2, description="text positions of the backbone")
+    image: ImageParams = ImageParams(shorter_side=96, longer_side=160, patch_size=16)
     epochs: int = Field(8, gt=0)
-    batch_size: int = Field(32, gt=0)
-    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, gt=1)
+    lr: float = Field(5e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    mlm_probability: float = Field(0.15, ge=0, lt=1)
+    concept_mlm_probability: float = Field(0.5, ge=0, lt=1, description="whole words that name what is drawn")
+    hard_negatives: float = Field(0.5, ge=0, le=1, description="share of mismatched pairs that are hard negatives")
+    itc_weight: float = Field(1.0, ge=0, description="image-text contrast on single-modality [CLS]; 0 = off")
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16: autocast with fp32 weights")
+    num_workers: int = Field(0, ge=0)
     seed: int = 0
 
 

@@ -23,6 +23,8 @@ from mmp_core.prompts import COMPLETE, IMAGE_MISSING, NUM_MISSING_TYPES, TEXT_MI
 
 VARIANTS = (COMPLETE, TEXT_MISSING, IMAGE_MISSING)
 PRIMARY_METRIC = {"multilabel": "f1_macro", "multiclass": "accuracy", "binary": "auroc"}
+# A model whose most common answer covers this share of the samples is flagged as degenerate.
+DEGENERATE_SHARE = 0.98
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -56,6 +58,62 @@ def compute_metrics(task: str, scores: np.ndarray, labels: np.ndarray) -> dict[s
         auroc = float(roc_auc_score(truth, scores[:, 1])) if len(np.unique(truth)) == 2 else math.nan
         return {"auroc": auroc, "accuracy": float(accuracy_score(truth, predicted))}
     raise ValueError(f"unknown task {task!r}")
+
+
+def prior_baseline(task: str, train_labels: np.ndarray, test_labels: np.ndarray) -> float:
+    """The primary metric of the best predictor that ignores its input, knowing only the train labels' prior.
+
+    multilabel F1-macro: predict every label the train split has (a constant all-positive answer scores
+    2p/(1+p) per label, more than any random or all-negative one); multiclass accuracy: always the train split's
+    most frequent class; binary AUROC: 0.5 (a constant score ranks nothing).
+    """
+    if task == "multilabel":
+        present = (np.asarray(train_labels).sum(axis=0) > 0).astype(int)
+        predicted = np.broadcast_to(present, np.asarray(test_labels).shape)
+        return float(f1_score(np.asarray(test_labels).astype(int), predicted, average="macro", zero_division=0))
+    if task == "multiclass":
+        majority = np.bincount(np.asarray(train_labels).astype(int)).argmax()
+        return float(accuracy_score(np.asarray(test_labels).astype(int), np.full(len(test_labels), majority)))
+    if task == "binary":
+        return 0.5
+    raise ValueError(f"unknown task {task!r}")
+
+
+def predictions(task: str, scores: np.ndarray) -> np.ndarray:
+    """What the model answers per sample: the multi-hot set above 0.5 (multilabel) or the argmax class."""
+    return (scores > 0.5).astype(np.int8) if task == "multilabel" else scores.argmax(axis=1)[:, None]
+
+
+def sanity_check(task: str, scores: np.ndarray, labels: np.ndarray, prior: float) -> dict:
+    """Does the model learn at all? Flags a model that gives (almost) every sample the same answer, and one
+    whose primary metric does not beat the label-prior baseline.
+
+    Returns {degenerate, most_common_answer_share, distinct_answers, beats_prior, prior_baseline, score,
+    warnings: [one line each]}.
+    """
+    answers = predictions(task, scores)
+    _, counts = np.unique(answers, axis=0, return_counts=True)
+    share = float(counts.max() / len(answers))
+    metric = PRIMARY_METRIC[task]
+    score = compute_metrics(task, scores, labels)[metric]
+    warnings = []
+    degenerate = share >= DEGENERATE_SHARE
+    if degenerate:
+        warnings.append(
+            f"degenerate model: {share:.0%} of the samples get the same answer ({len(counts)} distinct answers)"
+        )
+    beats = bool(score > prior)
+    if not beats:
+        warnings.append(f"{metric} {score:.4f} does not beat the label-prior baseline {prior:.4f}")
+    return {
+        "degenerate": degenerate,
+        "most_common_answer_share": round(share, 4),
+        "distinct_answers": len(counts),
+        "beats_prior": beats,
+        "prior_baseline": round(prior, 4),
+        "score": round(score, 4),
+        "warnings": warnings,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- inference
@@ -251,6 +309,7 @@ def evaluate_adapter(
             f"{prepared.root} is {prepared.spec.task} with {prepared.spec.num_labels}"
         )
     tokenizer = tokenizer_for(train_params.backbone, prepared)
+    headline = (params.test_missing.type, params.test_missing.rate)
     outputs = run_variants(
         model,
         lambda table: split_dataset(prepared, split, tokenizer, train_params, table),
@@ -265,7 +324,7 @@ def evaluate_adapter(
         lambda t, r: prepared.missing_table(split, MissingScenario(t, r), train_params.missing_seed),
         types=params.types,
         rates=params.rates,
-        headline=(params.test_missing.type, params.test_missing.rate),
+        headline=headline,
         dataset=prepared.spec.name,
         method=method,
         train_setting={
@@ -274,5 +333,12 @@ def evaluate_adapter(
         },
     )
     document["data_version"] = data_version(prepared)
+    headline_table = prepared.missing_table(split, MissingScenario(*headline), train_params.missing_seed)
+    document["sanity"] = sanity_check(
+        prepared.spec.task,
+        outputs.assemble(headline_table),
+        outputs.labels,
+        prior_baseline(prepared.spec.task, prepared.open_split(prepared.spec.train_split).labels(), outputs.labels),
+    )
     write_results(document, out_dir)
     return document

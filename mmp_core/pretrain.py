@@ -1,154 +1,417 @@
-"""Pretraining the small ViLT that stands in for `dandelin/vilt-b32-mlm` on the embedded data.
+"""Pretraining a small ViLT: the embedded backbone from captioned scenes, or one from your own image-text pairs.
 
-ViLT's own objectives on complete image-text pairs of the training split: masked language modelling
-(transformers' MLM masking, 80/10/10) and image-text matching (half of the pairs get another sample's
-image). Downstream labels are never read. The result is a `save_pretrained` directory with the tokenizer's
-vocab beside it: exactly what a user's downloaded checkpoint looks like, loaded by the same code.
+Three objectives on each batch of pairs, all through the one single-stream transformer:
+  * image-text matching (ITM) on the pooled [CLS]: half the pairs keep their text, the rest get a *hard negative*
+    (the caption with one fact changed: a colour, a shape, the background, a topic that is not drawn) or another
+    pair's text. Hard negatives make matching depend on content, which is what aligns the two modalities;
+  * masked language modelling (MLM) on the matched pairs, with whole words that name what is drawn masked far
+    more often (`concept_mlm_probability`), so that they must be read from the image;
+  * image-text contrast (ITC): the pooled [CLS] of the text alone (the image fed as missing) and of the image
+    alone (the text fed as missing) are pulled together for a pair and apart across the batch. The single-
+    modality inputs are exactly what the prompt model sees when a modality is missing.
+
+Pairs come from the generated scene corpus (`mmp_core.data.scenes`, hard negatives and concept words known) or
+from a prepared dataset's complete training pairs (`corpus: prepared`; in-batch negatives and plain MLM only).
+The result is a `save_pretrained` directory with `vocab.txt` and `pretrain_summary.json` (held-out metrics)
+beside it: exactly what a downloaded checkpoint looks like, loaded by the same code.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import DataCollatorForLanguageModeling, ViltForMaskedLM, get_linear_schedule_with_warmup
+from transformers import ViltForMaskedLM, get_linear_schedule_with_warmup
 
 from mmp_core.backbone import small_config
-from mmp_core.config import PretrainParams, TrainParams
+from mmp_core.config import PretrainParams
 from mmp_core.fileio import atomic_write_json, replace_dir
-from mmp_core.loading import open_prepared, split_dataset
+
+logger = logging.getLogger(__name__)
+
+MATCHED, HARD_NEGATIVE, OTHER_TEXT = 0, 1, 2
 
 
-def complete_pairs(prepared_dir, params: TrainParams):
-    """The training split's complete image-text pairs (naturally incomplete samples are left out).
+# ---------------------------------------------------------------------------------------------- pairs
+def scene_tokenizer():
+    """A word-level BERT tokenizer over every word of the generated texts (special tokens first, [PAD] = 0)."""
+    from transformers import BertTokenizer
 
-    Returns (dataset, collate, tokenizer); the tokenizer is the prepared data's own vocabulary.
+    from mmp_core.data.scenes import vocabulary
+    from mmp_core.data.vocab import SPECIAL_TOKENS
+
+    vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *vocabulary()])}
+    return BertTokenizer(vocab=vocab, do_lower_case=True)
+
+
+class ScenePairs(torch.utils.data.Dataset):
+    """`size` captioned scenes of one corpus part (0 pretraining, 1 held out), rendered once into memory.
+
+    Items: pixel_values (3, H, W), input_ids / attention_mask (T,) of the scene's text, negative_ids /
+    negative_mask (T,) of a hard negative drawn afresh each epoch (`set_epoch`), concept (T,) bool: tokens that
+    name what is drawn.
     """
-    from mmp_core.data import build_tokenizer, collate
 
-    prepared = open_prepared(prepared_dir)
-    tokenizer = build_tokenizer(prepared=prepared)
-    split = prepared.spec.train_split
-    dataset = split_dataset(prepared, split, tokenizer, params, missing=None)
-    complete = np.flatnonzero(dataset.missing_types == 0)
-    return torch.utils.data.Subset(dataset, complete.tolist()), collate, tokenizer
+    def __init__(self, params: PretrainParams, tokenizer, part: int, size: int, workers: int = 2):
+        from mmp_core.data import ImageConfig
+        from mmp_core.data.scenes import CONCEPT_WORDS, ScenesConfig, make_scene
+
+        self.params, self.tokenizer, self.part = params, tokenizer, part
+        self.image_config = ImageConfig(**params.image.model_dump())
+        config = ScenesConfig(seed=params.seed)
+        with ThreadPoolExecutor(workers) as pool:
+            self.scenes = list(pool.map(lambda index: make_scene(config, part, index), range(size)))
+        vocab = tokenizer.get_vocab()
+        self.concept_ids = torch.tensor(sorted(vocab[w] for w in CONCEPT_WORDS if w in vocab))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        encoded = self.tokenizer(text, max_length=self.params.max_text_len, padding="max_length", truncation=True)
+        return torch.tensor(encoded["input_ids"]), torch.tensor(encoded["attention_mask"])
+
+    def __getitem__(self, index: int) -> dict:
+        from mmp_core.data.images import load_pixels
+        from mmp_core.data.scenes import hard_negative, render_text
+
+        scene, mentions, image = self.scenes[index]
+        ids, mask = self.encode(render_text(mentions))
+        rng = np.random.default_rng([self.params.seed, self.part, index, self.epoch])
+        negative_ids, negative_mask = self.encode(render_text(hard_negative(scene, mentions, rng)))
+        return {
+            "pixel_values": torch.from_numpy(load_pixels(image, self.image_config)),
+            "input_ids": ids,
+            "attention_mask": mask,
+            "negative_ids": negative_ids,
+            "negative_mask": negative_mask,
+            "concept": torch.isin(ids, self.concept_ids),
+        }
 
 
+def collate_pairs(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack pairs; images padded to the batch's largest (pixel_mask 0 there), as `mmp_core.data.collate` does."""
+    from mmp_core.data import collate
+
+    images = collate(
+        [
+            {
+                "input_ids": s["input_ids"],
+                "attention_mask": s["attention_mask"],
+                "pixel_values": s["pixel_values"],
+                "missing_type": 0,
+                "labels": torch.zeros(()),
+                "index": 0,
+            }
+            for s in samples
+        ]
+    )
+    batch = {key: torch.stack([s[key] for s in samples]) for key in samples[0] if key != "pixel_values"}
+    # Text padded to the batch's longest (positives and negatives alike), not to max_text_len: a third fewer tokens.
+    length = int(torch.cat([batch["attention_mask"], batch["negative_mask"]]).sum(1).max())
+    batch = {key: value[:, :length] for key, value in batch.items()}
+    batch.update(pixel_values=images["pixel_values"], pixel_mask=images["pixel_mask"])
+    return batch
+
+
+def prepared_pairs(prepared_dir: str | Path, params: PretrainParams, tokenizer) -> torch.utils.data.Dataset:
+    """A prepared dataset's complete training pairs as pretraining items (no hard negatives, no concept words).
+
+    Naturally incomplete samples are left out; labels are never read."""
+    from mmp_core.data import ImageConfig, MultimodalDataset, load_prepared
+
+    prepared = load_prepared(prepared_dir)
+    dataset = MultimodalDataset(
+        prepared,
+        prepared.spec.train_split,
+        tokenizer,
+        image_config=ImageConfig(**params.image.model_dump()),
+        max_text_len=params.max_text_len,
+    )
+    complete = np.flatnonzero(dataset.missing_types == 0).tolist()
+
+    class _Pairs(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(complete)
+
+        def __getitem__(self, index: int) -> dict:
+            item = dataset[complete[index]]
+            return {
+                "pixel_values": item["pixel_values"],
+                "input_ids": item["input_ids"],
+                "attention_mask": item["attention_mask"],
+                "negative_ids": item["input_ids"],  # no hard negatives: never selected (hard_negatives is 0)
+                "negative_mask": item["attention_mask"],
+                "concept": torch.zeros_like(item["input_ids"], dtype=torch.bool),
+            }
+
+    return _Pairs()
+
+
+# ---------------------------------------------------------------------------------------------- model
 class PretrainingModel(nn.Module):
-    """ViLT with its MLM head and an image-text matching head on the pooled output."""
+    """ViLT with its MLM head, an image-text matching head and image-text contrast projections on the pooled
+    [CLS]. Only `self.mlm.vilt` is kept as the backbone."""
 
-    def __init__(self, config):
+    def __init__(self, config, itc_dim: int = 64):
         super().__init__()
         self.mlm = ViltForMaskedLM(config)
         self.itm_head = nn.Linear(config.hidden_size, 2)
+        self.text_projection = nn.Linear(config.hidden_size, itc_dim)
+        self.image_projection = nn.Linear(config.hidden_size, itc_dim)
+        self.log_temperature = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
 
-    def forward(self, batch: dict, mlm_inputs: torch.Tensor, mlm_labels: torch.Tensor, generator: torch.Generator):
-        """Returns (mlm_loss, itm_loss, itm_accuracy) for one batch of complete pairs, in one forward pass.
+    @property
+    def vilt(self):
+        return self.mlm.vilt
 
-        A random half of the batch gets another sample's image (the batch rolled by one): the ITM head learns
-        to tell matched from mismatched pairs, and the MLM loss counts only the matched ones.
+    def pooled(self, input_ids, attention_mask, pixel_values, pixel_mask) -> torch.Tensor:
+        return self.vilt(
+            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, pixel_mask=pixel_mask
+        ).pooler_output
+
+    def itm_logits(self, batch: dict, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.itm_head(self.pooled(input_ids, attention_mask, batch["pixel_values"], batch["pixel_mask"]))
+
+    def contrast(self, batch: dict, empty_ids: torch.Tensor, empty_mask: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE between text-alone and image-alone pooled [CLS] (the other modality fed as missing)."""
+        text_alone = self.pooled(
+            batch["input_ids"], batch["attention_mask"], torch.ones_like(batch["pixel_values"]), batch["pixel_mask"]
+        )
+        image_alone = self.pooled(empty_ids, empty_mask, batch["pixel_values"], batch["pixel_mask"])
+        text = nn.functional.normalize(self.text_projection(text_alone), dim=-1)
+        image = nn.functional.normalize(self.image_projection(image_alone), dim=-1)
+        logits = self.log_temperature.exp().clamp(max=100) * text @ image.T
+        targets = torch.arange(len(logits))
+        return (nn.functional.cross_entropy(logits, targets) + nn.functional.cross_entropy(logits.T, targets)) / 2
+
+    def forward(self, batch: dict, kinds: torch.Tensor, mlm_inputs: torch.Tensor, mlm_labels: torch.Tensor):
+        """(mlm_loss, itm_loss, itm_accuracy) for one batch.
+
+        Matching and masked language modelling run as two passes, as in ViLT: a matching pass on masked text
+        would let [MASK] tokens tell matched pairs (the only ones masked) from the others.
 
         Args:
-            batch: collated inputs (B, T) text, (B, 3, H, W) images with masks.
-            mlm_inputs, mlm_labels: (B, T) masked token ids and MLM targets (-100 where not masked).
+            batch: collated pairs (B, T) text, (B, 3, H, W) images, negative_ids / negative_mask (B, T).
+            kinds: (B,) MATCHED, HARD_NEGATIVE or OTHER_TEXT (the text of the next pair in the batch).
+            mlm_inputs, mlm_labels: (B, T) masked ids and targets (-100 where not masked).
         """
-        batch_size = batch["input_ids"].shape[0]
-        mismatched = torch.rand(batch_size, generator=generator) < 0.5
-        source = torch.where(mismatched, torch.roll(torch.arange(batch_size), 1), torch.arange(batch_size))
-        out = self.mlm.vilt(
+        other = torch.roll(torch.arange(len(kinds)), 1)
+        hard, another = (kinds == HARD_NEGATIVE)[:, None], (kinds == OTHER_TEXT)[:, None]
+        ids = torch.where(
+            hard, batch["negative_ids"], torch.where(another, batch["input_ids"][other], batch["input_ids"])
+        )
+        mask = torch.where(
+            hard, batch["negative_mask"], torch.where(another, batch["attention_mask"][other], batch["attention_mask"])
+        )
+        itm_logits = self.itm_logits(batch, ids, mask)
+        itm_labels = (kinds == MATCHED).long()
+        itm_loss = nn.functional.cross_entropy(itm_logits, itm_labels)
+        hidden = self.vilt(
             input_ids=mlm_inputs,
             attention_mask=batch["attention_mask"],
-            pixel_values=batch["pixel_values"][source],
-            pixel_mask=batch["pixel_mask"][source],
-        )
-        text_len = mlm_inputs.shape[1]
-        mlm_logits = self.mlm.mlm_score(out.last_hidden_state[:, :text_len])  # (B, T, V)
-        mlm_labels = mlm_labels.masked_fill(mismatched[:, None], -100)
+            pixel_values=batch["pixel_values"],
+            pixel_mask=batch["pixel_mask"],
+        ).last_hidden_state
+        mlm_logits = self.mlm.mlm_score(hidden[:, : mlm_inputs.shape[1]])  # (B, T, V)
         mlm_loss = nn.functional.cross_entropy(mlm_logits.flatten(0, 1), mlm_labels.flatten(), ignore_index=-100)
-        itm_logits = self.itm_head(out.pooler_output)
-        itm_labels = (~mismatched).long()
-        itm_loss = nn.functional.cross_entropy(itm_logits, itm_labels)
-        accuracy = (itm_logits.argmax(-1) == itm_labels).float().mean()
-        return mlm_loss, itm_loss, accuracy
+        return mlm_loss, itm_loss, (itm_logits.argmax(-1) == itm_labels).float().mean()
 
 
-def pretrain(
-    params: PretrainParams,
-    dataset: torch.utils.data.Dataset,
-    collate,
-    tokenizer,
-    *,
-    image_size: int,
-    max_text_len: int,
-    out_dir: str | Path,
+def mask_tokens(
+    batch: dict, tokenizer, params: PretrainParams, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole-word masking (every word of the lexicon is one token): concept tokens with probability
+    `concept_mlm_probability`, other words with `mlm_probability`; of the chosen, 80% [MASK], 10% a random
+    token, 10% unchanged (BERT's rule). Returns (inputs, labels with -100 where not chosen)."""
+    ids = batch["input_ids"]
+    special = torch.isin(ids, torch.tensor(tokenizer.all_special_ids)) | (batch["attention_mask"] == 0)
+    probability = torch.where(batch["concept"], params.concept_mlm_probability, params.mlm_probability)
+    chosen = (torch.rand(ids.shape, generator=generator) < probability) & ~special
+    labels = ids.masked_fill(~chosen, -100)
+    draw = torch.rand(ids.shape, generator=generator)
+    inputs = ids.clone()
+    inputs[chosen & (draw < 0.8)] = tokenizer.mask_token_id
+    random_tokens = torch.randint(len(tokenizer), ids.shape, generator=generator)
+    replace_random = chosen & (draw >= 0.8) & (draw < 0.9)
+    inputs[replace_random] = random_tokens[replace_random]
+    return inputs, labels
+
+
+def empty_text(tokenizer, batch_size: int, max_text_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The missing-text input: [CLS] [SEP] + padding, for a whole batch."""
+    encoded = tokenizer("", max_length=max_text_len, padding="max_length", truncation=True)
+    ids = torch.tensor(encoded["input_ids"]).expand(batch_size, -1)
+    return ids, torch.tensor(encoded["attention_mask"]).expand(batch_size, -1)
+
+
+# ---------------------------------------------------------------------------------------------- held-out checks
+@torch.no_grad()
+def matching_metrics(
+    model: PretrainingModel, pairs: ScenePairs, batch_size: int = 64, candidates: int | None = 100
 ) -> dict:
-    """Pretrain on `dataset` (complete pairs) and write the backbone to `out_dir` (atomically, as a directory).
+    """Held-out image-text matching: accuracy on matched vs hard-negative vs other-text pairs (half matched, a
+    quarter each of the two negatives), accuracy on matched vs hard negative alone, and image->text retrieval
+    recall@1 among `candidates` texts (the true one and the next candidates-1 scenes' texts; None: skipped)."""
+    model.eval()
+    loader = torch.utils.data.DataLoader(pairs, batch_size=batch_size, shuffle=False, collate_fn=collate_pairs)
+    matched, hard, other = [], [], []
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # ViLT draws its patch order from the global RNG
+        for batch in loader:
+            roll = torch.roll(torch.arange(len(batch["input_ids"])), 1)
+            for scores, ids, mask in (
+                (matched, batch["input_ids"], batch["attention_mask"]),
+                (hard, batch["negative_ids"], batch["negative_mask"]),
+                (other, batch["input_ids"][roll], batch["attention_mask"][roll]),
+            ):
+                scores.append(torch.log_softmax(model.itm_logits(batch, ids, mask), -1)[:, 1])
+        matched, hard, other = torch.cat(matched), torch.cat(hard), torch.cat(other)
+        half = len(matched) // 2  # the mix of training: first half matched, then hard and other negatives
+        quarter = (len(matched) - half) // 2
+        decisions = torch.cat([matched[:half] > np.log(0.5), hard[half : half + quarter] <= np.log(0.5)])
+        decisions = torch.cat([decisions, other[half + quarter :] <= np.log(0.5)])
+        hard_decisions = torch.cat([matched[:half] > np.log(0.5), hard[half:] <= np.log(0.5)])
+        metrics = {
+            "itm_accuracy": round(decisions.float().mean().item(), 4),
+            "itm_accuracy_hard_negatives": round(hard_decisions.float().mean().item(), 4),
+            "heldout_pairs": len(pairs),
+        }
+        if candidates:
+            candidates = min(candidates, len(pairs))
+            metrics[f"retrieval_r1_at_{candidates}"] = _retrieval_recall_at_1(model, pairs, candidates, batch_size)
+    model.train()
+    return metrics
 
-    Args:
-        image_size: the side the position grid is laid out for (the images' shorter side).
-        max_text_len: text positions of the backbone.
-    """
+
+def _retrieval_recall_at_1(model: PretrainingModel, pairs: ScenePairs, candidates: int, batch_size: int) -> float:
+    queries = min(len(pairs), 200)
+    texts = [pairs[i] for i in range(len(pairs))]
+    hits = 0
+    for query in range(queries):
+        image = pairs[query]
+        options = [(query + k) % len(pairs) for k in range(candidates)]  # option 0 is the true text
+        scores = []
+        for start in range(0, candidates, batch_size):
+            chunk = options[start : start + batch_size]
+            batch = collate_pairs([{**texts[i], "pixel_values": image["pixel_values"]} for i in chunk])
+            scores.append(model.itm_logits(batch, batch["input_ids"], batch["attention_mask"]).log_softmax(-1)[:, 1])
+        hits += int(torch.cat(scores).argmax().item() == 0)
+    return round(hits / queries, 4)
+
+
+# ---------------------------------------------------------------------------------------------- training
+def autocast(precision: str):
+    """bf16 autocast on the CPU (or GPU): matrix products in bf16, weights and their updates in fp32."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def pretrain(params: PretrainParams, tokenizer, out_dir: str | Path, *, prepared_dir: str | Path | None = None) -> dict:
+    """Pretrain on the scene corpus (or `prepared_dir`'s pairs when `params.corpus == 'prepared'`) and write
+    the backbone to `out_dir` atomically: weights, config, vocab.txt and pretrain_summary.json."""
     torch.manual_seed(params.seed)
+    if params.corpus == "scenes":
+        dataset = ScenePairs(params, tokenizer, part=0, size=params.pairs)
+        heldout = ScenePairs(params, tokenizer, part=1, size=params.heldout)
+    else:
+        if prepared_dir is None:
+            raise ValueError("pretrain.corpus 'prepared' needs a prepared dataset (--prepared)")
+        dataset, heldout = prepared_pairs(prepared_dir, params, tokenizer), None
     config = small_config(
         params.config,
         vocab_size=len(tokenizer),
-        image_size=image_size,
-        max_position_embeddings=max_text_len,
+        image_size=params.image.shorter_side,
+        patch_size=params.image.patch_size,
+        max_position_embeddings=params.max_text_len,
     )
     model = PretrainingModel(config)
-    masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=params.mlm_probability, return_tensors="pt")
     generator = torch.Generator().manual_seed(params.seed)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=params.batch_size, shuffle=True, drop_last=True, collate_fn=collate, generator=generator
+        dataset,
+        batch_size=params.batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collate_pairs,
+        generator=generator,
+        num_workers=params.num_workers,
+        persistent_workers=params.num_workers > 0,
     )
     if len(loader) == 0:
-        raise ValueError(f"pretraining needs at least {params.batch_size} complete training pairs, got {len(dataset)}")
+        raise ValueError(f"pretraining needs at least {params.batch_size} pairs, got {len(dataset)}")
     total_steps = params.epochs * len(loader)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(params.warmup_ratio * total_steps), total_steps)
+    hard_share = params.hard_negatives if params.corpus == "scenes" else 0.0
+    empty_ids, empty_mask = empty_text(tokenizer, params.batch_size, 2)  # [CLS] [SEP]
     started = time.perf_counter()
     history = []
     model.train()
-    with tqdm(total=total_steps, desc="pretrain", disable=None) as progress:  # None: quiet off a TTY
+    with tqdm(total=total_steps, desc="pretrain", disable=None, mininterval=5) as progress:
         for epoch in range(params.epochs):
-            sums = {"mlm_loss": 0.0, "itm_loss": 0.0, "itm_accuracy": 0.0}
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+            sums = dict.fromkeys(("mlm_loss", "itm_loss", "itc_loss", "itm_accuracy"), 0.0)
             for batch in loader:
-                special = torch.isin(batch["input_ids"], torch.tensor(tokenizer.all_special_ids))
-                special |= batch["attention_mask"] == 0
-                mlm_inputs, mlm_labels = masker.torch_mask_tokens(batch["input_ids"].clone(), special)
-                mlm_loss, itm_loss, accuracy = model(batch, mlm_inputs, mlm_labels, generator)
-                loss = mlm_loss + itm_loss
+                draw = torch.rand(params.batch_size, generator=generator)
+                kinds = torch.where(
+                    draw < 0.5,
+                    MATCHED,
+                    torch.where(draw < 0.5 + 0.5 * hard_share, HARD_NEGATIVE, OTHER_TEXT),
+                )
+                mlm_inputs, mlm_labels = mask_tokens(batch, tokenizer, params, generator)
+                with autocast(params.precision):
+                    mlm_loss, itm_loss, accuracy = model(batch, kinds, mlm_inputs, mlm_labels)
+                    loss = mlm_loss + itm_loss
+                    itc_loss = torch.zeros(())
+                    if params.itc_weight:
+                        itc_loss = model.contrast(batch, empty_ids, empty_mask)
+                        loss = loss + params.itc_weight * itc_loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
-                for key, value in zip(sums, (mlm_loss, itm_loss, accuracy), strict=True):
+                for key, value in zip(sums, (mlm_loss, itm_loss, itc_loss, accuracy), strict=True):
                     sums[key] += value.item()
                 progress.update(1)
                 progress.set_postfix(mlm=f"{mlm_loss.item():.3f}", itm=f"{itm_loss.item():.3f}")
-            history.append({"epoch": epoch + 1, **{k: round(v / len(loader), 4) for k, v in sums.items()}})
+            record = {"epoch": epoch + 1, **{k: round(v / len(loader), 4) for k, v in sums.items()}}
+            if heldout is not None:
+                last = epoch == params.epochs - 1  # retrieval (100 candidates per query) only at the end
+                with autocast(params.precision):
+                    record.update(matching_metrics(model, heldout, candidates=100 if last else None))
+            record["seconds"] = round(time.perf_counter() - started, 1)
+            history.append(record)
+            logger.info("pretrain epoch %d: %s", epoch + 1, record)
 
     out_dir = Path(out_dir)
     staged = out_dir.with_name(f".{out_dir.name}.staged")
-    model.mlm.vilt.save_pretrained(staged)  # safetensors
+    model.vilt.save_pretrained(staged)  # safetensors
     # vocab.txt beside the weights, as in a real checkpoint (one token per line, in id order).
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
     (staged / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab), encoding="utf-8")
     summary = {
-        "config": params.config,
-        "parameters": sum(p.numel() for p in model.mlm.vilt.parameters()),
+        "params": params.model_dump(mode="json"),
+        "parameters": sum(p.numel() for p in model.vilt.parameters()),
         "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_hidden_layers,
-        "image_size": image_size,
-        "max_text_len": max_text_len,
         "vocab_size": config.vocab_size,
         "pairs": len(dataset),
         "steps": total_steps,
         "seconds": round(time.perf_counter() - started, 1),
+        "threads": torch.get_num_threads(),
+        "heldout": history[-1] if heldout is not None else None,
         "history": history,
     }
     atomic_write_json(staged / "pretrain_summary.json", summary)
