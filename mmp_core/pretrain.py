@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import DataCollatorForLanguageModeling, ViltForMaskedLM, get_linear_schedule_with_warmup
 
 from mmp_core.backbone import small_config
 from mmp_core.config import PretrainParams, TrainParams
 from mmp_core.fileio import atomic_write_json, replace_dir
 from mmp_core.loading import open_prepared, split_dataset
+from mmp_core.progress import Progress
 
 
 def complete_pairs(prepared_dir, params: TrainParams):
@@ -113,7 +113,7 @@ def pretrain(
     started = time.perf_counter()
     history = []
     model.train()
-    with tqdm(total=total_steps, desc="pretrain", disable=None) as progress:  # None: quiet off a TTY
+    with Progress(total_steps, "pretrain") as progress:  # a bar on a terminal, log lines elsewhere
         for epoch in range(params.epochs):
             sums = {"mlm_loss": 0.0, "itm_loss": 0.0, "itm_accuracy": 0.0}
             for batch in loader:
@@ -128,8 +128,7 @@ def pretrain(
                 scheduler.step()
                 for key, value in zip(sums, (mlm_loss, itm_loss, accuracy), strict=True):
                     sums[key] += value.item()
-                progress.update(1)
-                progress.set_postfix(mlm=f"{mlm_loss.item():.3f}", itm=f"{itm_loss.item():.3f}")
+                progress.update(1, mlm=mlm_loss.item(), itm=itm_loss.item())
             history.append({"epoch": epoch + 1, **{k: round(v / len(loader), 4) for k, v in sums.items()}})
 
     out_dir = Path(out_dir)
