@@ -246,9 +246,7 @@ def validate_section(document: Mapping[str, Any], section: str, model: type[Sect
         return model.model_validate(values or {})
     except ValidationError as error:
         problems = "; ".join(
-            f"{section}.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
-            if item["loc"]
-            else f"{section}: {item['msg']}"
+            f"{'.'.join((section, *(str(p) for p in item['loc'])))}: {item['msg'].removeprefix('Value error, ')}"
             for item in error.errors()
         )
         raise ValueError(f"{source}: invalid parameters: {problems}") from None

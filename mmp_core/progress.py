@@ -29,7 +29,7 @@ def _format_duration(seconds: float) -> str:
 
 def _format_value(value) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.2e}"
+        return f"{value:.4f}" if 1e-2 <= abs(value) < 1e4 or value == 0 else f"{value:.2e}"
     return str(value)
 
 
