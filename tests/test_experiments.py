@@ -77,7 +77,7 @@ def project(tmp_path):
 def test_dvc_exp_run_set_param_and_exp_show(project):
     copy, env = project
     dvc = [sys.executable, "-m", "dvc"]
-    run([*dvc, "exp", "run", "-n", "faster", "-S", "train.lr=0.003", "-S", "train.epochs=2"], copy, env)
+    run([*dvc, "exp", "run", "-n", "faster", "-S", "train.lr=3e-3", "-S", "train.epochs=2"], copy, env)
 
     shown = json.loads(run([*dvc, "exp", "show", "--json"], copy, env))
     experiments = [exp for row in shown for exp in (row.get("experiments") or [])]
