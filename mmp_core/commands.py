@@ -121,6 +121,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     )
     model.add_argument("--adapter", help="an adapter directory (from mmp train) instead of a store")
     model.add_argument(
+        "--params",
+        metavar="PATH",
+        help="with --adapter: the params.yaml it was trained with, for adapters that do not record their input "
+        "settings (text length, image sizes); default: the adapter's own record",
+    )
+    model.add_argument(
         "--backbone",
         help="the backbone the adapter was trained on, if not where training found it (a directory, s3:// URI or "
         "Hugging Face id)",
@@ -265,7 +271,7 @@ def run_predict(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from mmp_core.config import find_project_root
+    from mmp_core.config import TrainParams, find_project_root, load_section, params_path
     from mmp_core.fileio import atomic_write_text
     from mmp_core.predict import PredictionInput, Predictor, read_inputs
 
@@ -279,9 +285,12 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ValueError("nothing to predict: give --image and/or --text, or --inputs FILE")
     if args.adapter and (args.store or args.run_id):
         raise ValueError("give --adapter, or --store (and --run-id), not both")
+    if args.params and not args.adapter:
+        raise ValueError("--params goes with --adapter (a published run brings its own params.yaml)")
     options = {"device": args.device, "batch_size": args.batch_size}
     if args.adapter:
-        predictor = Predictor.from_adapter(args.adapter, args.backbone, **options)
+        params = load_section(params_path(args.params), "train", TrainParams) if args.params else None
+        predictor = Predictor.from_adapter(args.adapter, args.backbone, params=params, **options)
     else:
         root = find_project_root()
         store = args.store or os.environ.get("MMP_STORE") or str((root or Path.cwd()) / "store")

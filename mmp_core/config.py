@@ -189,8 +189,8 @@ def params_path(explicit: str | Path | None = None) -> Path:
 
 
 def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
-    """`section.key[.subkey]=value` -> ((section, key, ...), value). The value is read as YAML, as it would be in
-    params.yaml: `3e-3` and `0.003` are numbers, `[0, 1]` a list, `{type: text, rate: 0.5}` a mapping."""
+    """`section.key[.subkey]=value` -> ((section, key, ...), value). The value is read as YAML, as params.yaml is:
+    `[0, 1]` is a list, `{type: text, rate: 0.5}` a mapping; the schema then converts it (`3e-3` to a float)."""
     key, sep, raw = text.partition("=")
     parts = tuple(key.strip().split("."))
     if not sep or len(parts) < 2 or not all(parts):

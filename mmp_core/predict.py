@@ -320,8 +320,8 @@ class Predictor:
         if params is None:
             if "inputs" not in training:
                 raise ValueError(
-                    f"{config_path}: records no input settings (adapter from an older mmp); pass params= (Python) or "
-                    "--params (the params.yaml it was trained with)"
+                    f"{config_path}: records no input settings (adapter from an older mmp); pass the train section it "
+                    "was trained with: params= (Python) or --params PATH (mmp predict)"
                 )
             try:
                 params = TrainParams.model_validate({"backbone": source, **training["inputs"]})

@@ -210,3 +210,17 @@ def test_champion_or_named_run_from_the_store(workspace, tmp_path):
     best = sorted(local.scores.items(), key=lambda item: -item[1])[:2]
     assert line.endswith(", ".join(f"{name} {score:.3f}" for name, score in best))
     assert "model: run run-2 (input) from" in result.stderr
+
+
+def test_adapters_that_record_no_input_settings_take_params(workspace, tmp_path, caplog):
+    root, params = workspace
+    model = MissingAwarePromptModel.from_pretrained(load_backbone(params.backbone), root / "adapter")
+    model.save_pretrained(tmp_path / "old-adapter")  # as mmp train wrote adapters before they recorded inputs
+    with pytest.raises(ValueError, match=r"records no input settings.*--params PATH"):
+        Predictor.from_adapter(tmp_path / "old-adapter")
+    predictor = Predictor.from_adapter(tmp_path / "old-adapter", params=params)
+    assert predictor.label_names == tuple(f"label_{i}" for i in range(8))
+    assert "records no label names" in caplog.text
+    text = "a robot from another galaxy"
+    expected = Predictor.from_adapter(root / "adapter").predict([{"text": text}])[0].scores
+    assert list(predictor.predict([{"text": text}])[0].scores.values()) == list(expected.values())
