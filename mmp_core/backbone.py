@@ -1,12 +1,14 @@
 """Loading and freezing the ViLT backbone.
 
 A backbone source is one of
-  * a local directory written by `ViltModel.save_pretrained` (e.g. a downloaded `dandelin/vilt-b32-mlm`),
-    optionally with the tokenizer's `vocab.txt` beside it;
+  * a local directory written by `ViltModel.save_pretrained`, optionally with the tokenizer's `vocab.txt` beside
+    it (only `model.safetensors` is read);
   * an `s3://bucket/prefix` URI: the objects are mirrored into a local cache with boto3, each one verified;
+  * a Hugging Face model id, `org/name` or `org/name@revision` (e.g. `dandelin/vilt-b32-mlm`), loaded through
+    transformers' cache (see `mmp_core.hub`); a path that exists locally always wins over a hub id;
   * `small:<name>`: a named small configuration with random weights (tests, benchmarks, pretraining).
 
-Nothing is ever fetched from a model hub, and weights are only read from safetensors files (never unpickled).
+Weights are never unpickled: safetensors, or a hub `.bin` through `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import ViltConfig, ViltModel
 from transformers.utils import logging as hf_logging
+
+from mmp_core.data.vocab import VOCAB_NAME
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -75,6 +79,30 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MMP_CACHE_DIR", Path.home() / ".cache" / "mmp"))
 
 
+def hub_id_of(source: str):
+    """The `HubId` when `source` names a hub model (not `small:`, `s3://` or an existing local path), else None."""
+    from mmp_core.hub import parse_hub_id
+
+    if source.startswith(("small:", "s3://")) or Path(source).expanduser().exists():
+        return None
+    return parse_hub_id(source)
+
+
+def vocab_path(source: str, cache_dir: Path | None = None, endpoint_url: str | None = None) -> Path:
+    """The tokenizer vocabulary that belongs to a backbone: `vocab.txt` beside its weights or in its hub repo."""
+    hub_id = hub_id_of(source)
+    if hub_id is not None:
+        from mmp_core import hub
+
+        return hub.file_path(hub_id, VOCAB_NAME)
+    directory = resolve_backbone_dir(source, cache_dir, endpoint_url)
+    if not (directory / VOCAB_NAME).is_file():
+        raise FileNotFoundError(
+            f"{directory}: no {VOCAB_NAME} beside the backbone weights; copy the checkpoint's tokenizer vocab there"
+        )
+    return directory / VOCAB_NAME
+
+
 def resolve_backbone_dir(source: str, cache_dir: Path | None = None, endpoint_url: str | None = None) -> Path:
     """The local directory holding a backbone given as a path or an s3:// URI (downloaded and verified)."""
     if source.startswith("s3://"):
@@ -83,9 +111,12 @@ def resolve_backbone_dir(source: str, cache_dir: Path | None = None, endpoint_ur
         location = s3.S3Uri.parse(source)
         target = (cache_dir or default_cache_dir()) / "backbones" / location.bucket / location.prefix
         return s3.download_prefix(source, target, client=s3.make_client(endpoint_url))
-    path = Path(source)
+    path = Path(source).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"backbone directory {path} does not exist")
+        raise FileNotFoundError(
+            f"backbone directory {path} does not exist (a backbone is a directory, an s3:// URI, a Hugging Face "
+            "model id such as dandelin/vilt-b32-mlm, or small:<name>)"
+        )
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"backbone directory {path} has no config.json (expected save_pretrained output)")
     if not (path / WEIGHTS_NAME).is_file():
@@ -99,16 +130,17 @@ def resolve_backbone_dir(source: str, cache_dir: Path | None = None, endpoint_ur
 def load_backbone(
     source: str,
     *,
-    max_text_len: int | None = None,
+    text_positions: int | None = None,
     cache_dir: Path | None = None,
     endpoint_url: str | None = None,
     seed: int = 0,
     **small_overrides,
 ) -> ViltModel:
-    """Load a ViLT backbone, interpolate its text positions to `max_text_len` if longer, and freeze it.
+    """Load a ViLT backbone, optionally stretch its text position table to `text_positions`, and freeze it.
 
-    `source` is a directory, an s3:// URI (`endpoint_url` or MMP_S3_ENDPOINT_URL for S3-compatible servers) or
-    `small:<name>` (random init from `seed`; `small_overrides` such as `vocab_size` adjust the named config).
+    `source` is a directory, an s3:// URI (`endpoint_url` or MMP_S3_ENDPOINT_URL for S3-compatible servers), a
+    hub id `org/name[@revision]` or `small:<name>` (random init from `seed`; `small_overrides` such as
+    `vocab_size` adjust the named config). `text_positions` None keeps the checkpoint's positions.
     """
     if source.startswith("small:"):
         config = small_config(source.removeprefix("small:"), **small_overrides)
@@ -118,34 +150,45 @@ def load_backbone(
     else:
         if small_overrides:
             raise ValueError(f"overrides {sorted(small_overrides)} only apply to small:<name> backbones")
-        directory = resolve_backbone_dir(source, cache_dir, endpoint_url)
         hf_logging.disable_progress_bar()  # no "Loading weights" bar for every stage
-        model = ViltModel.from_pretrained(directory, use_safetensors=True, local_files_only=True)
+        hub_id = hub_id_of(source)
+        if hub_id is not None:
+            from mmp_core import hub
+
+            model = hub.load_model(hub_id)
+        else:
+            directory = resolve_backbone_dir(source, cache_dir, endpoint_url)
+            model = ViltModel.from_pretrained(directory, use_safetensors=True, local_files_only=True)
     model.config._name_or_path = source
-    if max_text_len is not None:
-        interpolate_text_positions(model, max_text_len)
+    if text_positions is not None:
+        interpolate_text_positions(model, text_positions)
     freeze(model)
     # Identify the weights as loaded (fp32), before any precision change by DeepSpeed (bf16) alters the bytes.
     model.mmp_fingerprint = fingerprint(model)
     return model
 
 
-def interpolate_text_positions(model: ViltModel, max_text_len: int) -> None:
-    """Stretch the frozen text position table linearly to `max_text_len` positions (spec §1).
+def interpolate_text_positions(model: ViltModel, positions: int) -> None:
+    """Stretch the frozen text position table (P, H) linearly to (positions, H) (spec §1).
 
-    ViLT-B/32 was pretrained with 40 text positions; MM-IMDb plots need far more. Shorter tables are kept
-    as they are (a shorter max_text_len simply uses the first positions).
+    ViLT-B/32 was pretrained with 40 text positions; MM-IMDb plots need far more. The same number of positions
+    is a no-op; fewer is refused (a shorter text simply uses the first positions, no change needed).
     """
     text = model.embeddings.text_embeddings
     old = text.position_embeddings.weight.data  # (P, H)
-    if max_text_len <= old.shape[0]:
+    if positions == old.shape[0]:
         return
-    new = F.interpolate(old.T.unsqueeze(0), size=max_text_len, mode="linear", align_corners=True)[0].T
-    text.position_embeddings = nn.Embedding(max_text_len, old.shape[1]).to(old.dtype)
+    if positions < old.shape[0]:
+        raise ValueError(
+            f"text_positions {positions} is fewer than the backbone's {old.shape[0]} text positions; positions are "
+            "only ever stretched: leave text_positions unset (texts up to that length use the first positions)"
+        )
+    new = F.interpolate(old.T.unsqueeze(0), size=positions, mode="linear", align_corners=True)[0].T
+    text.position_embeddings = nn.Embedding(positions, old.shape[1]).to(old.dtype)
     text.position_embeddings.weight.data.copy_(new)
-    text.position_ids = torch.arange(max_text_len).expand((1, -1))
-    text.token_type_ids = torch.zeros((1, max_text_len), dtype=torch.long)
-    model.config.max_position_embeddings = max_text_len
+    text.position_ids = torch.arange(positions).expand((1, -1))
+    text.token_type_ids = torch.zeros((1, positions), dtype=torch.long)
+    model.config.max_position_embeddings = positions
 
 
 def freeze(model: nn.Module) -> None:

@@ -1,4 +1,4 @@
-"""`mmp demo`, `mmp pretrain`, `mmp train`, `mmp evaluate`: the model stages of the pipeline.
+"""`mmp demo`, `mmp pretrain`, `mmp train`, `mmp evaluate` (the model stages of the pipeline), `mmp predict`.
 
 Each reads its section of params.yaml (the one schema in mmp_core.config) and the files the stage before it
 wrote; nothing else. They are what `dvc.yaml` runs.
@@ -10,48 +10,163 @@ import argparse
 import os
 from pathlib import Path
 
-DEFAULT_PARAMS = "params.yaml"
+METHOD_CHOICES = ("baseline", "attention", "input")
+PARAMS_HELP = (
+    "parameters file (default: params.yaml at the root of the project around the current directory, i.e. the "
+    "nearest folder upwards that holds dvc.yaml or params.yaml)"
+)
+SET_HELP = (
+    "override one parameter, as `dvc exp run -S` does: SECTION.KEY=VALUE with a YAML value, e.g. {example}; "
+    "repeatable; validated by the same schema as params.yaml (mmp_core/config.py)"
+)
+
+
+def _stage_parser(subparsers, name: str, help: str, description: str, sections: dict) -> argparse.ArgumentParser:
+    """A stage's parser whose help ends with every parameter it reads, from the schema (mmp_core.config)."""
+    import textwrap
+
+    from mmp_core.config import describe_fields
+
+    lines = ["parameters read from params.yaml (change with --set, or `dvc exp run -S` in the pipeline):"]
+    for section, model in sections.items():
+        lines += ["  " + line for line in describe_fields(model, section)]
+    return subparsers.add_parser(
+        name,
+        help=help,
+        description=textwrap.fill(description, 100),
+        epilog="\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_params_options(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument("--params", metavar="PATH", help=PARAMS_HELP)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP.format(example=example)
+    )
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    from mmp_core.config import EvaluateParams, PretrainParams, TrainParams
+
     parser = subparsers.add_parser("demo", help="run the prompt model on a random batch and print shapes")
     parser.add_argument("--backbone", default="small:tiny", help="backbone source (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=6, help="samples in the random batch (default: %(default)s)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random weights and inputs (default: %(default)s)"
+    )
     parser.set_defaults(func=run_demo)
 
-    parser = subparsers.add_parser(
-        "pretrain", help="pretrain a small ViLT on generated captioned scenes or a prepared dataset's pairs"
+    parser = _stage_parser(
+        subparsers,
+        "pretrain",
+        "pretrain a small ViLT on generated captioned scenes or a prepared dataset's pairs",
+        "Pretrain a small ViLT (image-text matching with hard negatives, masked language modelling, image-text "
+        "contrast) on generated captioned scenes (pretrain.corpus: scenes; the embedded backbone) or on a prepared "
+        "dataset's complete training pairs with its vocab.txt (pretrain.corpus: prepared; prepare with "
+        "--vocab-size N). Texts fill pretrain.text_positions; images use pretrain.image.",
+        {"pretrain": PretrainParams},
     )
     parser.add_argument("--prepared", help="prepared dataset directory (pretrain.corpus: prepared)")
     parser.add_argument("--out", required=True, help="backbone directory to write (save_pretrained + vocab.txt)")
-    parser.add_argument("--params", default=DEFAULT_PARAMS)
+    _add_params_options(parser, "pretrain.epochs=2")
     parser.set_defaults(func=run_pretrain)
 
-    parser = subparsers.add_parser("train", help="train one method's prompts with DeepSpeed")
-    parser.add_argument("--method", required=True, choices=("baseline", "attention", "input"))
-    parser.add_argument("--prepared", required=True, help="prepared dataset directory")
+    parser = _stage_parser(
+        subparsers,
+        "train",
+        "train one method's prompts with DeepSpeed",
+        "Train one method's prompts over the frozen backbone; reads the train section of params.yaml. In the DVC "
+        "pipeline prefer `dvc exp run -S train.lr=0.003` (tracked, compared with `dvc exp show`); --set is for "
+        "one-off runs outside it.",
+        {"train": TrainParams},
+    )
+    parser.add_argument("--method", required=True, choices=METHOD_CHOICES, help="which prompts to train")
+    parser.add_argument("--prepared", required=True, help="prepared dataset directory (written by mmp prepare)")
     parser.add_argument("--out", required=True, help="output directory (adapter/, train_summary.json, dvclive/)")
     parser.add_argument(
         "--checkpoint-dir", help="resumable checkpoints (default: .checkpoints/<method>); removed on success"
     )
-    parser.add_argument("--params", default=DEFAULT_PARAMS)
+    _add_params_options(parser, "train.lr=3e-3 or train.image.shorter_side=64")
     parser.set_defaults(func=run_train)
 
-    parser = subparsers.add_parser("evaluate", help="evaluate an adapter on the missing-scenario grid")
-    parser.add_argument("--method", required=True, choices=("baseline", "attention", "input"))
-    parser.add_argument("--prepared", required=True, help="prepared dataset directory")
+    parser = _stage_parser(
+        subparsers,
+        "evaluate",
+        "evaluate an adapter on the missing-scenario grid",
+        "Evaluate an adapter on the test split's missing-scenario grid; reads the evaluate and train sections of "
+        "params.yaml (train: the backbone and input settings the adapter was trained with).",
+        {"evaluate": EvaluateParams, "train": TrainParams},
+    )
+    parser.add_argument("--method", required=True, choices=METHOD_CHOICES, help="the method the adapter was trained as")
+    parser.add_argument("--prepared", required=True, help="prepared dataset directory (written by mmp prepare)")
     parser.add_argument("--adapter", required=True, help="adapter directory written by mmp train")
     parser.add_argument("--out", required=True, help="output directory (metrics.json, grid.tsv, curves/)")
-    parser.add_argument("--params", default=DEFAULT_PARAMS)
+    _add_params_options(parser, "evaluate.batch_size=16")
     parser.set_defaults(func=run_evaluate)
+
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict labels for new images and/or texts with a published run or an adapter",
+        description="Predict labels for new inputs. Each input may lack its image or its text: the missing "
+        "modality is detected and the matching prompts are used. Bad inputs are reported per row and the rest "
+        "are still predicted; the exit code is 1 if any input failed.",
+    )
+    model = parser.add_argument_group("model (default: the champion of the store)")
+    model.add_argument(
+        "--store",
+        help="artifact store: a directory or s3://bucket/prefix (default: $MMP_STORE, else store/ at the project root)",
+    )
+    model.add_argument("--run-id", help="a published run instead of the champion")
+    model.add_argument(
+        "--method", choices=METHOD_CHOICES, help="which of the run's adapters (default: the champion's method)"
+    )
+    model.add_argument("--adapter", help="an adapter directory (from mmp train) instead of a store")
+    model.add_argument(
+        "--params",
+        metavar="PATH",
+        help="with --adapter: the params.yaml it was trained with, for adapters that do not record their input "
+        "settings (text length, image sizes); default: the adapter's own record",
+    )
+    model.add_argument(
+        "--backbone",
+        help="the backbone the adapter was trained on, if not where training found it (a directory, s3:// URI or "
+        "Hugging Face id)",
+    )
+    model.add_argument(
+        "--s3-endpoint-url", help="S3-compatible server for an s3:// store (default: $MMP_S3_ENDPOINT_URL)"
+    )
+    model.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    given = parser.add_argument_group("inputs (--image and/or --text, or --inputs)")
+    given.add_argument("--image", help="an image file (JPEG, PNG, ...)")
+    given.add_argument("--text", help="a text")
+    given.add_argument(
+        "--inputs",
+        help='a .jsonl (one {"image": ..., "text": ..., "id": ...} per line) or .csv (header: image, text, '
+        "optional id) file; relative image paths are taken from the file's folder",
+    )
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--threshold",
+        type=float,
+        help="report labels scoring above this (default: 0.5 for multi-label tasks, none for single-label ones)",
+    )
+    output.add_argument(
+        "--top-k",
+        type=int,
+        help="report at most this many labels (default: all above the threshold; 1 for single-label)",
+    )
+    output.add_argument("--json", action="store_true", help="print one JSON object per input (JSON Lines)")
+    output.add_argument("--out", help="also write the results to this file as JSON Lines")
+    output.add_argument("--batch-size", type=int, default=16, help="inputs per forward pass (default: %(default)s)")
+    parser.set_defaults(func=run_predict)
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from mmp_core.config import PretrainParams, load_section
+    from mmp_core.config import PretrainParams, load_params
     from mmp_core.pretrain import pretrain, scene_tokenizer
 
-    params = load_section(args.params, "pretrain", PretrainParams)
+    params = load_params(args.params, {"pretrain": PretrainParams}, args.set)["pretrain"]
     if params.corpus == "scenes":
         tokenizer = scene_tokenizer()
     else:
@@ -71,10 +186,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from mmp_core.config import TrainParams, load_section
+    from mmp_core.config import TrainParams, load_params
     from mmp_core.train import shutdown_distributed, train, training_data
 
-    params = load_section(args.params, "train", TrainParams)
+    params = load_params(args.params, {"train": TrainParams}, args.set)["train"]
     data = training_data(args.prepared, params)
     checkpoint_dir = args.checkpoint_dir or str(Path(".checkpoints") / args.method)
     try:
@@ -92,11 +207,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from mmp_core.config import EvaluateParams, TrainParams, load_section
+    from mmp_core.config import EvaluateParams, TrainParams, load_params
     from mmp_core.evaluate import evaluate_adapter
 
-    params = load_section(args.params, "evaluate", EvaluateParams)
-    train_params = load_section(args.params, "train", TrainParams)
+    sections = load_params(args.params, {"evaluate": EvaluateParams, "train": TrainParams}, args.set)
+    params, train_params = sections["evaluate"], sections["train"]
     document = evaluate_adapter(args.prepared, args.adapter, args.method, train_params, params, args.out)
     head = document["headline"]
     metric = document["primary_metric"]
@@ -147,4 +262,56 @@ def run_demo(args: argparse.Namespace) -> int:
             f"prompt params {model.num_prompt_parameters():,d}"
         )
         model.print_trainable_parameters()
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from mmp_core.config import TrainParams, find_project_root, load_section, params_path
+    from mmp_core.fileio import atomic_write_text
+    from mmp_core.predict import PredictionInput, Predictor, read_inputs
+
+    if args.inputs and (args.image or args.text is not None):
+        raise ValueError("give --inputs, or --image and/or --text, not both")
+    if args.inputs:
+        inputs = read_inputs(args.inputs)
+    elif args.image or args.text is not None:
+        inputs = [PredictionInput(image=args.image, text=args.text, source="--image/--text")]
+    else:
+        raise ValueError("nothing to predict: give --image and/or --text, or --inputs FILE")
+    if args.adapter and (args.store or args.run_id):
+        raise ValueError("give --adapter, or --store (and --run-id), not both")
+    if args.params and not args.adapter:
+        raise ValueError("--params goes with --adapter (a published run brings its own params.yaml)")
+    options = {"device": args.device, "batch_size": args.batch_size}
+    if args.adapter:
+        params = load_section(params_path(args.params), "train", TrainParams) if args.params else None
+        predictor = Predictor.from_adapter(args.adapter, args.backbone, params=params, **options)
+    else:
+        root = find_project_root()
+        store = args.store or os.environ.get("MMP_STORE") or str((root or Path.cwd()) / "store")
+        endpoint = args.s3_endpoint_url or os.environ.get("MMP_S3_ENDPOINT_URL") or None
+        predictor = Predictor.from_store(
+            store, args.run_id, method=args.method, backbone=args.backbone, endpoint_url=endpoint, **options
+        )
+    print(f"model: {predictor.description}", file=sys.stderr)
+    lines, failed = [], 0
+    for result in predictor.iter_predict(inputs, threshold=args.threshold, top_k=args.top_k, progress=True):
+        line = json.dumps(result.to_dict())
+        lines.append(line)
+        if not result.ok:
+            failed += 1
+            print(f"mmp predict: {result.source}: {result.error}", file=sys.stderr)
+        if args.json:
+            print(line, flush=True)
+        elif result.ok:
+            print(result.summary(), flush=True)
+    if args.out:
+        atomic_write_text(args.out, "".join(line + "\n" for line in lines))
+        print(f"wrote {len(lines)} result(s) to {args.out}", file=sys.stderr)
+    if failed:
+        print(f"mmp predict: {failed} of {len(lines)} input(s) failed", file=sys.stderr)
+        return 1
     return 0

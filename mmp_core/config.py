@@ -7,8 +7,9 @@ work starts, with the file and the field named.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,66 +25,84 @@ class Section(BaseModel):
 class ScenarioParams(Section):
     """A missing-modality setting: `rate` of the samples lose `type` ('both': rate/2 text + rate/2 image)."""
 
-    type: Literal["text", "image", "both"] = "both"
-    rate: float = Field(0.7, ge=0.0, le=1.0)
+    type: Literal["text", "image", "both"] = Field("both", description="the modality that goes missing")
+    rate: float = Field(0.7, ge=0.0, le=1.0, description="fraction of the samples that lose it")
 
 
 class ImageParams(Section):
     """Resize: shorter side, longer side cap, both rounded down to multiples of the patch size (spec §6)."""
 
-    shorter_side: int = Field(384, gt=0)
-    longer_side: int = Field(640, gt=0)
-    patch_size: int = Field(32, gt=0)
+    shorter_side: int = Field(384, gt=0, description="the shorter image side is scaled to this")
+    longer_side: int = Field(640, gt=0, description="cap of the longer side")
+    patch_size: int = Field(32, gt=0, description="both sides are rounded down to multiples of it (the backbone's)")
 
 
 class PretrainParams(Section):
     """Pretraining a small ViLT (`mmp pretrain`): the embedded backbone from generated captioned scenes, or a
     backbone for your own data from a prepared dataset's complete pairs (`corpus: prepared`)."""
 
-    config: str = "small"
-    corpus: Literal["scenes", "prepared"] = "scenes"
+    config: str = Field("small", description="named small ViLT shape: tiny, small or vilt-b32")
+    corpus: Literal["scenes", "prepared"] = Field(
+        "scenes", description="scenes: generated captioned scenes; prepared: a prepared dataset's complete pairs"
+    )
     pairs: int = Field(40000, gt=0, description="scenes rendered for pretraining (corpus: scenes)")
     heldout: int = Field(1000, ge=100, description="held-out scenes for the matching metrics (corpus: scenes)")
-    max_text_len: int = Field(40, gt=2, description="text positions of the backbone")
-    image: ImageParams = ImageParams(shorter_side=96, longer_side=160, patch_size=16)
-    epochs: int = Field(8, gt=0)
+    # The backbone's own setting, apart from train.max_text_len: pretraining reads texts of this length, and
+    # prompt training may read shorter ones (or stretch the table with train.text_positions).
+    text_positions: int = Field(40, gt=2, description="text positions of the pretrained backbone (ViLT-B/32: 40)")
+    image: ImageParams = Field(
+        ImageParams(shorter_side=96, longer_side=160, patch_size=16), description="image resize rule and patch size"
+    )
+    epochs: int = Field(8, gt=0, description="passes over the pairs")
     batch_size: int = Field(64, gt=1)
-    lr: float = Field(5e-4, gt=0)
+    lr: float = Field(5e-4, gt=0, description="AdamW learning rate (linear warmup, then decay)")
     weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    mlm_probability: float = Field(0.15, ge=0, lt=1)
-    concept_mlm_probability: float = Field(0.5, ge=0, lt=1, description="whole words that name what is drawn")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of the steps spent warming up")
+    mlm_probability: float = Field(0.15, ge=0, lt=1, description="fraction of other words masked for MLM")
+    concept_mlm_probability: float = Field(0.5, ge=0, lt=1, description="fraction of words naming what is drawn")
     hard_negatives: float = Field(0.5, ge=0, le=1, description="share of mismatched pairs that are hard negatives")
     itc_weight: float = Field(1.0, ge=0, description="image-text contrast on single-modality [CLS]; 0 = off")
     precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16: autocast with fp32 weights")
-    num_workers: int = Field(0, ge=0)
-    seed: int = 0
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    seed: int = Field(0, description="corpus, initial weights, masking and batch order")
 
 
 class TrainParams(Section):
     """Prompt training (spec §6 defaults; the embedded params.yaml scales them to 2 CPU cores)."""
 
-    backbone: str = "models/backbone"
-    max_text_len: int = Field(40, gt=2)
+    backbone: str = Field(
+        "models/backbone",
+        description="a save_pretrained directory, s3://bucket/prefix, a Hugging Face id org/name[@revision], "
+        "or small:<name>",
+    )
+    max_text_len: int = Field(40, gt=2, description="tokens per text (truncated / padded)")
+    text_positions: int | None = Field(
+        None,
+        gt=2,
+        description="stretch the backbone's text position table to this many positions (spec §1), needed when "
+        "max_text_len exceeds the backbone's positions; unset: the checkpoint's own table",
+    )
     image: ImageParams = ImageParams()
-    prompt_length: int = Field(16, gt=0)
-    prompt_layers: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    prompt_length: int = Field(16, gt=0, description="prompt tokens per layer and missing case")
+    prompt_layers: tuple[int, ...] = Field((0, 1, 2, 3, 4, 5), description="encoder layers that get prompts")
     epochs: int = Field(20, gt=0)
     batch_size: int = Field(32, gt=0, description="micro batch per process")
     effective_batch_size: int = Field(256, gt=0, description="reached by gradient accumulation")
-    lr: float = Field(1e-2, gt=0)
+    lr: float = Field(1e-2, gt=0, description="AdamW peak learning rate (linear warmup, then linear decay)")
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = Field(1e-8, gt=0)
-    weight_decay: float = Field(2e-2, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    val_per_epoch: int = Field(5, gt=0)
-    deepspeed_config: str = "infra/deepspeed/zero0_fp32.json"
-    num_workers: int = Field(0, ge=0)
-    keep_checkpoints: int = Field(2, gt=0)
-    seed: int = 0
-    missing_seed: int = 0
-    train_missing: ScenarioParams = ScenarioParams()
-    val_missing: ScenarioParams = ScenarioParams()
+    weight_decay: float = Field(2e-2, ge=0, description="on weights and prompts, not on biases and norms")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of the steps spent warming up")
+    val_per_epoch: int = Field(5, gt=0, description="validations (and checkpoints) per epoch")
+    deepspeed_config: str = Field(
+        "infra/deepspeed/zero0_fp32.json", description="DeepSpeed JSON (zero0/zero2, fp32/bf16) in infra/deepspeed"
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    keep_checkpoints: int = Field(2, gt=0, description="resumable checkpoints kept during training")
+    seed: int = Field(0, description="initial weights and batch order")
+    missing_seed: int = Field(0, description="seed of the missing tables")
+    train_missing: ScenarioParams = Field(ScenarioParams(), description="missing setting of the training split")
+    val_missing: ScenarioParams = Field(ScenarioParams(), description="missing setting of the validation split")
 
     @field_validator("prompt_layers")
     @classmethod
@@ -98,17 +117,26 @@ class TrainParams(Section):
             raise ValueError(
                 f"effective_batch_size {self.effective_batch_size} must be a multiple of batch_size {self.batch_size}"
             )
+        if self.text_positions is not None and self.max_text_len > self.text_positions:
+            raise ValueError(
+                f"max_text_len {self.max_text_len} exceeds text_positions {self.text_positions}: raise text_positions "
+                f"to at least {self.max_text_len} or lower max_text_len"
+            )
         return self
 
 
 class EvaluateParams(Section):
     """The scenario grid: every rate x every type on the test split, plus the training setting."""
 
-    rates: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
-    types: tuple[Literal["text", "image", "both"], ...] = ("text", "image", "both")
-    test_missing: ScenarioParams = ScenarioParams()
+    rates: tuple[float, ...] = Field(
+        tuple(round(0.1 * i, 1) for i in range(11)), description="missing rates of the grid"
+    )
+    types: tuple[Literal["text", "image", "both"], ...] = Field(
+        ("text", "image", "both"), description="missing types of the grid"
+    )
+    test_missing: ScenarioParams = Field(ScenarioParams(), description="the headline cell (the paper's setting)")
     batch_size: int = Field(64, gt=0)
-    seed: int = 0
+    seed: int = Field(0, description="inference RNG (ViLT's patch sampling)")
 
     @field_validator("rates")
     @classmethod
@@ -118,8 +146,101 @@ class EvaluateParams(Section):
         return tuple(sorted(set(rates)))
 
 
-def load_section(path: str | Path, section: str, model: type[Section]) -> Section:
-    """Read one section of a params.yaml into its typed model, naming the file and field on error."""
+def describe_fields(model: type[BaseModel], prefix: str) -> list[str]:
+    """One line per field of a section, nested sections flattened: `train.lr = 0.01: AdamW peak ...`.
+
+    What `mmp train --help` (and the other stages) list, so the options always match the schema.
+    """
+    import json
+
+    lines = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}.{name}"
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            lines.append(f"{key}: {info.description or info.annotation.__doc__.splitlines()[0]}")
+            lines += ["  " + line for line in describe_fields(info.annotation, key)]
+            continue
+        default = info.get_default(call_default_factory=True)
+        line = f"{key} = {json.dumps(default)}"
+        lines.append(f"{line}: {info.description}" if info.description else line)
+    return lines
+
+
+PARAMS_NAME = "params.yaml"
+# A folder holding one of these is the root of an mmp (DVC) project: where `dvc repro` runs the stages.
+PROJECT_MARKERS = ("dvc.yaml", PARAMS_NAME)
+
+
+def find_project_root(start: str | Path | None = None) -> Path | None:
+    """The nearest folder, from `start` (default: the current directory) upwards, that holds dvc.yaml or
+    params.yaml; None outside any project."""
+    start = Path(start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if any((folder / marker).is_file() for marker in PROJECT_MARKERS):
+            return folder
+    return None
+
+
+def params_path(explicit: str | Path | None = None) -> Path:
+    """The parameters file: `explicit` as given (relative to the current directory), else the project's
+    params.yaml, found by walking up from the current directory (so `mmp` works from any subfolder)."""
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path.absolute()}: parameters file not found (given with --params)")
+        return path
+    root = find_project_root()
+    if root is None:
+        raise FileNotFoundError(
+            f"{PARAMS_NAME}: parameters file not found in {Path.cwd()} or any folder above it (none holds dvc.yaml "
+            f"or {PARAMS_NAME}); run inside an mmp project or pass --params PATH"
+        )
+    if not (root / PARAMS_NAME).is_file():
+        raise FileNotFoundError(
+            f"{root / PARAMS_NAME}: parameters file not found beside {root / 'dvc.yaml'}; create it or pass --params PATH"
+        )
+    return root / PARAMS_NAME
+
+
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """`section.key[.subkey]=value` -> ((section, key, ...), value). The value is read as YAML, as params.yaml is:
+    `[0, 1]` is a list, `{type: text, rate: 0.5}` a mapping; the schema then converts it (`3e-3` to a float)."""
+    key, sep, raw = text.partition("=")
+    parts = tuple(key.strip().split("."))
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ValueError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. train.lr=0.003")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError as error:
+        raise ValueError(f"--set {text!r}: the value is not valid YAML ({error})") from None
+    return parts, value
+
+
+def apply_overrides(document: Mapping[str, Any], overrides: Iterable[str], sections: Iterable[str]) -> dict:
+    """A copy of a params document with `--set` overrides applied; an override of a section the command does
+    not read is an error (it would silently do nothing)."""
+    import copy
+
+    document = copy.deepcopy(dict(document))
+    sections = tuple(sections)
+    for text in overrides:
+        parts, value = parse_override(text)
+        if parts[0] not in sections:
+            raise ValueError(f"--set {text!r}: this command reads only the section(s) {', '.join(sections)}")
+        node = document
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ValueError(f"--set {text!r}: {'.'.join(parts[: depth + 1])} is not a mapping in the parameters")
+            node = child
+        node[parts[-1]] = value
+    return document
+
+
+def read_params(path: str | Path) -> dict:
+    """The whole params document (a mapping of sections), naming the file on error."""
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text()) or {}
@@ -129,14 +250,37 @@ def load_section(path: str | Path, section: str, model: type[Section]) -> Sectio
         raise ValueError(f"{path}: not valid YAML ({error})") from error
     if not isinstance(document, dict):
         raise ValueError(f"{path}: expected a mapping of sections at the top level")
+    return document
+
+
+def validate_section(document: Mapping[str, Any], section: str, model: type[Section], source: str) -> Section:
+    """One section of a params document as its typed model; errors name `source` and every bad field."""
     values = document.get(section, {})
     try:
         return model.model_validate(values or {})
     except ValidationError as error:
         problems = "; ".join(
-            f"{section}.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
+            f"{'.'.join((section, *(str(p) for p in item['loc'])))}: {item['msg'].removeprefix('Value error, ')}"
+            for item in error.errors()
         )
-        raise ValueError(f"{path}: invalid parameters: {problems}") from None
+        raise ValueError(f"{source}: invalid parameters: {problems}") from None
+
+
+def load_section(path: str | Path, section: str, model: type[Section]) -> Section:
+    """Read one section of a params.yaml into its typed model, naming the file and field on error."""
+    return validate_section(read_params(path), section, model, str(path))
+
+
+def load_params(
+    path: str | Path | None, sections: Mapping[str, type[Section]], overrides: Iterable[str] = ()
+) -> dict[str, Section]:
+    """The sections a command reads, from `path` (None: the project's params.yaml) with `--set` overrides,
+    each validated by its model in this module: the one schema, whichever way a value was given."""
+    path = params_path(path)
+    overrides = list(overrides)
+    document = apply_overrides(read_params(path), overrides, sections)
+    source = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
+    return {name: validate_section(document, name, model, source) for name, model in sections.items()}
 
 
 class PipelineParams(Section):

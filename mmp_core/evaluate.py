@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
-from tqdm.auto import tqdm
 
 from mmp_core.fileio import atomic_write_json, atomic_write_text
+from mmp_core.progress import Progress
 from mmp_core.prompts import COMPLETE, IMAGE_MISSING, NUM_MISSING_TYPES, TEXT_MISSING
 
 VARIANTS = (COMPLETE, TEXT_MISSING, IMAGE_MISSING)
@@ -134,12 +134,15 @@ def predict(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     progress: str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class probabilities and labels for every sample of `dataset`, in dataset order.
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-class probabilities (N, C) and labels for every sample of `dataset`, in dataset order.
 
+    Samples carry an `index` (their position in `dataset`); labels are None when they carry none (new inputs
+    in `mmp predict`, which runs this same function so that its scores are evaluation's).
     Under torch.distributed each rank runs a disjoint shard (no padding samples, unlike DistributedSampler)
     and the shards are gathered, so every rank returns the full, exactly ordered result. ViLT draws image
     patch order from the global RNG: inference seeds a forked RNG, leaving the caller's stream untouched.
+    `progress` names the loop in progress reports (None: no reports).
     """
     rank, world_size = _dist_info()
     shard = list(range(rank, len(dataset), world_size))
@@ -156,9 +159,10 @@ def predict(
     core.eval()
     device = next(core.parameters()).device
     indices, scores, labels = [], [], []
-    with torch.random.fork_rng(devices=[]):
+    reporter = Progress(len(loader), progress or "predict", unit="batch", enabled=progress is not None and rank == 0)
+    with torch.random.fork_rng(devices=[]), reporter:
         torch.manual_seed(seed)
-        for batch in tqdm(loader, desc=progress, disable=True if progress is None or rank else None, leave=False):
+        for batch in loader:
             inputs = {
                 "input_ids": batch["input_ids"].to(device),
                 "attention_mask": batch["attention_mask"].to(device),
@@ -167,18 +171,22 @@ def predict(
                 "missing_type": batch["missing_type"].to(device),
             }
             scores.append(core.scores(core(**inputs)).cpu().numpy())
-            labels.append(batch["labels"].numpy())
+            if "labels" in batch:
+                labels.append(batch["labels"].numpy())
             indices.append(batch["index"].numpy())
+            reporter.update()
     core.train(was_training)
-    result = (np.concatenate(indices), np.concatenate(scores), np.concatenate(labels))
+    result = (np.concatenate(indices), np.concatenate(scores), np.concatenate(labels) if labels else None)
     if world_size > 1:
         gathered: list = [None] * world_size
         torch.distributed.all_gather_object(gathered, result)
-        result = tuple(np.concatenate([part[i] for part in gathered]) for i in range(3))
+        result = tuple(
+            None if gathered[0][i] is None else np.concatenate([part[i] for part in gathered]) for i in range(3)
+        )
     order = np.argsort(result[0], kind="stable")
     if not np.array_equal(result[0][order], np.arange(len(dataset))):
         raise RuntimeError("prediction indices do not cover the dataset exactly once")
-    return result[1][order], result[2][order]
+    return result[1][order], None if result[2] is None else result[2][order]
 
 
 @dataclass(frozen=True)
@@ -293,15 +301,14 @@ def evaluate_adapter(
         train_params: the `train` section (backbone, text length, image sizes, train missing setting).
         params: the `evaluate` section (rates, types, headline test setting, batch size, seed).
     """
-    from mmp_core.backbone import load_backbone
     from mmp_core.data import collate
-    from mmp_core.loading import data_version, open_prepared, split_dataset, tokenizer_for
+    from mmp_core.loading import backbone_for, data_version, open_prepared, split_dataset, tokenizer_for
     from mmp_core.missing import MissingScenario
     from mmp_core.prompts import MissingAwarePromptModel
 
     prepared = open_prepared(prepared_dir)
     split = prepared.spec.test_split
-    backbone = load_backbone(train_params.backbone, max_text_len=train_params.max_text_len)
+    backbone = backbone_for(train_params)
     model = MissingAwarePromptModel.from_pretrained(backbone, adapter_dir)
     if model.config.task != prepared.spec.task or model.config.num_labels != prepared.spec.num_labels:
         raise ValueError(

@@ -1,6 +1,7 @@
-"""What the model stages read: the tokenizer that matches a backbone, and a prepared split under a scenario.
+"""What the model stages read: the backbone with its text positions, the tokenizer that matches it, and a
+prepared split under a scenario.
 
-Shared by pretraining, training and evaluation so that all three see the data the same way.
+Shared by pretraining, training, evaluation and prediction so that all of them see the data the same way.
 """
 
 from __future__ import annotations
@@ -8,23 +9,35 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from mmp_core.backbone import resolve_backbone_dir
+from mmp_core.backbone import load_backbone, vocab_path
 from mmp_core.config import ScenarioParams, TrainParams
 
 
+def backbone_for(params: TrainParams):
+    """The frozen backbone of `params.backbone` with `params.text_positions` text positions (unset: its own).
+
+    Texts longer than the backbone's position table cannot be embedded: that mismatch is an error here, before
+    any work, naming the two settings (the table is only stretched when text_positions asks for it).
+    """
+    backbone = load_backbone(params.backbone, text_positions=params.text_positions)
+    positions = backbone.config.max_position_embeddings
+    if params.max_text_len > positions:
+        raise ValueError(
+            f"train.max_text_len {params.max_text_len} exceeds the {positions} text positions of backbone "
+            f"{params.backbone!r}: set train.text_positions: {params.max_text_len} to stretch its position table "
+            f"(linear interpolation, spec §1), or lower train.max_text_len to {positions}"
+        )
+    return backbone
+
+
 def tokenizer_for(backbone: str, prepared):
-    """The backbone's own vocabulary (`vocab.txt` beside its weights); `small:*` backbones use the prepared
-    dataset's vocabulary (built from its training text)."""
+    """The backbone's own vocabulary (`vocab.txt` beside its weights or in its hub repository); `small:*`
+    backbones use the prepared dataset's vocabulary (built from its training text)."""
     from mmp_core.data import build_tokenizer
 
     if backbone.startswith("small:"):
         return build_tokenizer(prepared=prepared)
-    directory = resolve_backbone_dir(backbone)
-    if not (directory / "vocab.txt").is_file():
-        raise FileNotFoundError(
-            f"{directory}: no vocab.txt beside the backbone weights; copy the checkpoint's tokenizer vocab there"
-        )
-    return build_tokenizer(backbone_dir=directory)
+    return build_tokenizer(vocab_path(backbone))
 
 
 def image_config(params: TrainParams):

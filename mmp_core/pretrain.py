@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import ViltForMaskedLM, get_linear_schedule_with_warmup
 
 from mmp_core.backbone import small_config
 from mmp_core.config import PretrainParams
 from mmp_core.fileio import atomic_write_json, replace_dir
+from mmp_core.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ScenePairs(torch.utils.data.Dataset):
         return len(self.scenes)
 
     def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-        encoded = self.tokenizer(text, max_length=self.params.max_text_len, padding="max_length", truncation=True)
+        encoded = self.tokenizer(text, max_length=self.params.text_positions, padding="max_length", truncation=True)
         return torch.tensor(encoded["input_ids"]), torch.tensor(encoded["attention_mask"])
 
     def __getitem__(self, index: int) -> dict:
@@ -136,7 +136,7 @@ def prepared_pairs(prepared_dir: str | Path, params: PretrainParams, tokenizer) 
         prepared.spec.train_split,
         tokenizer,
         image_config=ImageConfig(**params.image.model_dump()),
-        max_text_len=params.max_text_len,
+        max_text_len=params.text_positions,
     )
     complete = np.flatnonzero(dataset.missing_types == 0).tolist()
 
@@ -333,7 +333,7 @@ def pretrain(params: PretrainParams, tokenizer, out_dir: str | Path, *, prepared
         vocab_size=len(tokenizer),
         image_size=params.image.shorter_side,
         patch_size=params.image.patch_size,
-        max_position_embeddings=params.max_text_len,
+        max_position_embeddings=params.text_positions,
     )
     model = PretrainingModel(config)
     generator = torch.Generator().manual_seed(params.seed)
@@ -357,7 +357,7 @@ def pretrain(params: PretrainParams, tokenizer, out_dir: str | Path, *, prepared
     started = time.perf_counter()
     history = []
     model.train()
-    with tqdm(total=total_steps, desc="pretrain", disable=None, mininterval=5) as progress:
+    with Progress(total_steps, "pretrain") as progress:  # a bar on a terminal, log lines elsewhere
         for epoch in range(params.epochs):
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
@@ -384,8 +384,7 @@ def pretrain(params: PretrainParams, tokenizer, out_dir: str | Path, *, prepared
                 scheduler.step()
                 for key, value in zip(sums, (mlm_loss, itm_loss, itc_loss, accuracy), strict=True):
                     sums[key] += value.item()
-                progress.update(1)
-                progress.set_postfix(mlm=f"{mlm_loss.item():.3f}", itm=f"{itm_loss.item():.3f}")
+                progress.update(1, mlm=mlm_loss.item(), itm=itm_loss.item(), itc=itc_loss.item())
             record = {"epoch": epoch + 1, **{k: round(v / len(loader), 4) for k, v in sums.items()}}
             if heldout is not None:
                 last = epoch == params.epochs - 1  # retrieval (100 candidates per query) only at the end

@@ -29,14 +29,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from mmp_core.backbone import load_backbone
 from mmp_core.config import METHODS, TrainParams
 from mmp_core.evaluate import PRIMARY_METRIC, compute_metrics, predict
 from mmp_core.fileio import atomic_write_json, recover_dir, replace_dir
-from mmp_core.loading import data_version, open_prepared, split_dataset, tokenizer_for
+from mmp_core.loading import backbone_for, data_version, open_prepared, split_dataset, tokenizer_for
+from mmp_core.progress import Progress
 from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 
 ADAPTER_DIR = "adapter"
@@ -56,6 +55,8 @@ class TrainingData:
     collate: Callable
     fingerprint: str  # identifies the prepared data (and missing tables) the run used
     vocab_size: int  # of the tokenizer: must fit the backbone's embedding table
+    dataset: str = ""  # the dataset's name (recorded in the adapter)
+    label_names: tuple[str, ...] = ()  # in label-index order (recorded in the adapter: predictions name labels)
 
 
 def training_data(prepared_dir: str | Path, params: TrainParams) -> TrainingData:
@@ -71,6 +72,8 @@ def training_data(prepared_dir: str | Path, params: TrainParams) -> TrainingData
         collate=_collate(),
         fingerprint=data_version(prepared),
         vocab_size=len(tokenizer),
+        dataset=spec.name,
+        label_names=spec.label_names,
     )
 
 
@@ -151,7 +154,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_model(params: TrainParams, method: str, task: str, num_labels: int) -> MissingAwarePromptModel:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    backbone = load_backbone(params.backbone, max_text_len=params.max_text_len)
+    backbone = backbone_for(params)
     config = MissingAwarePromptConfig(
         task=task,
         num_labels=num_labels,
@@ -268,10 +271,8 @@ def train(
             + ("resuming at step " + str(state.global_step) if state.global_step else "starting fresh")
         )
         model.print_trainable_parameters()
-    # The bar shows on the main rank, and only on a terminal (tqdm's disable=None), not in CI or DVC logs.
-    progress = tqdm(
-        total=total_steps, initial=state.global_step, desc=f"train {method}", disable=True if rank else None
-    )
+    # The main rank reports: a bar on a terminal, periodic log lines (step, loss, rate, ETA) elsewhere.
+    progress = Progress(total_steps, f"train {method}", initial=state.global_step, enabled=rank == 0)
     loader_generator = torch.Generator().manual_seed(params.seed)  # keeps DataLoader off the global RNG
     samples_seen = 0
     for epoch in range(state.epoch, params.epochs):
@@ -303,8 +304,7 @@ def train(
             if state.micro_step_in_epoch % accumulation:
                 continue
             state.global_step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            progress.update(1, loss=loss.item(), lr=scheduler.get_last_lr()[0])
             step_in_epoch = state.micro_step_in_epoch // accumulation
             if step_in_epoch in val_points:
                 _validate(engine, model, data, params, state, metric_name, method, fingerprint, out_dir, live)
@@ -356,6 +356,10 @@ def _validate(engine, model, data, params, state, metric_name, method, fingerpri
                     "data_fingerprint": data.fingerprint,
                     "val_missing": params.val_missing.model_dump(),
                     "train_missing": params.train_missing.model_dump(),
+                    # What `mmp predict` needs to feed new inputs as training did, and to name the labels.
+                    "dataset": data.dataset,
+                    "label_names": list(data.label_names),
+                    "inputs": input_settings(params),
                 },
             )
             replace_dir(staged, out_dir / ADAPTER_DIR)
@@ -365,6 +369,15 @@ def _validate(engine, model, data, params, state, metric_name, method, fingerpri
             live.log_metric("train/lr", engine.lr_scheduler.get_last_lr()[0])
             live.step = state.global_step
             live.next_step()
+
+
+def input_settings(params: TrainParams) -> dict:
+    """The settings that turn a text and an image into this model's inputs (stored with the adapter)."""
+    return {
+        "max_text_len": params.max_text_len,
+        "text_positions": params.text_positions,
+        "image": params.image.model_dump(),
+    }
 
 
 def model_dtype(engine) -> torch.dtype:

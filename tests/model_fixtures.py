@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -34,6 +35,31 @@ def make_backbone_dir(directory: Path, prepared: Path) -> Path:
     model.save_pretrained(directory)
     shutil.copy(vocab, directory / "vocab.txt")
     return directory
+
+
+def save_to_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes], *, ref: str = "main") -> str:
+    """Lay `files` out as the Hugging Face hub cache does after a download: `models--org--name/blobs/<sha256>`,
+    `snapshots/<commit>/<name>` symlinks to the blobs, `refs/<ref>` holding the commit. Returns the commit."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = hashlib.sha1(
+        repr(sorted((name, hashlib.sha256(data).hexdigest()) for name, data in files.items())).encode()
+    ).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        blob = hashlib.sha256(data).hexdigest()
+        (repo / "blobs" / blob).write_bytes(data)
+        (snapshot / name).symlink_to(Path("../../blobs") / blob)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / ref).write_text(commit)
+    return commit
+
+
+def save_backbone_to_hub_cache(cache: Path, repo_id: str, backbone_dir: Path, *, ref: str = "main") -> str:
+    """A backbone directory (config.json, model.safetensors, vocab.txt) as a cached hub model; its commit."""
+    files = {path.name: path.read_bytes() for path in sorted(backbone_dir.iterdir()) if path.is_file()}
+    return save_to_hub_cache(cache, repo_id, files, ref=ref)
 
 
 def write_params(path: Path, backbone: Path, **train_overrides) -> Path:

@@ -38,7 +38,7 @@ def test_directory_round_trip_loads_safetensors_only(tmp_path):
 
 def test_text_positions_are_interpolated_and_frozen():
     base = load_backbone("small:tiny", seed=0)
-    longer = load_backbone("small:tiny", seed=0, max_text_len=64)
+    longer = load_backbone("small:tiny", seed=0, text_positions=64)
     old = base.embeddings.text_embeddings.position_embeddings.weight
     new = longer.embeddings.text_embeddings.position_embeddings.weight
     assert new.shape == (64, old.shape[1]) and longer.config.max_position_embeddings == 64

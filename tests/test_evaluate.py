@@ -56,7 +56,7 @@ def test_assembled_grid_equals_running_each_cell(workspace):
     params = TrainParams(backbone=str(workspace / "backbone"), max_text_len=40, image=TINY_IMAGE)
     prepared = open_prepared(workspace / "prepared")
     tokenizer = tokenizer_for(params.backbone, prepared)
-    backbone = load_backbone(params.backbone, max_text_len=40)
+    backbone = load_backbone(params.backbone)
     torch.manual_seed(0)
     config = MissingAwarePromptConfig("multilabel", prepared.spec.num_labels, prompt_init="normal")
     model = MissingAwarePromptModel(backbone, config).eval()
@@ -90,7 +90,7 @@ def test_evaluate_command_writes_grid_metrics_and_curves(workspace):
     params = write_params(workspace / "params.yaml", workspace / "backbone")
     prepared = open_prepared(workspace / "prepared")
     model = MissingAwarePromptModel(
-        load_backbone(str(workspace / "backbone"), max_text_len=40),
+        load_backbone(str(workspace / "backbone")),
         MissingAwarePromptConfig("multilabel", prepared.spec.num_labels, prompt_type="attention", prompt_length=6),
     )
     model.save_pretrained(workspace / "adapter")

@@ -85,7 +85,7 @@ def make_project(root: Path, endpoint: str) -> Path:
     ).stdout.split()  # fmt: skip
     for name in files:
         source = REPO / name
-        if source.is_file() and not name.startswith(("tests/", "bench/")):
+        if source.is_file() and not name.startswith(("tests/", "bench/", "results/", "models/")):  # no local outputs
             target = root / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(source.read_bytes())

@@ -18,7 +18,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "generate", help="write the embedded synthetic dataset in the MM-IMDb raw layout", description=generate_doc()
     )
     p.add_argument("--out", default="data/raw/embedded", help="output directory (replaced; default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the whole dataset (default: %(default)s)")
     p.add_argument("--train", type=int, default=1500, help="training samples (default: %(default)s)")
     p.add_argument("--dev", type=int, default=300, help="validation samples (default: %(default)s)")
     p.add_argument("--test", type=int, default=600, help="test samples (default: %(default)s)")
@@ -41,7 +41,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         description="Convert a raw dataset layout, or the reference implementation's arrow files, into a prepared "
         "directory: {dataset}_{split}.arrow, manifest.json, missing/ tables (and vocab.txt).",
     )
-    p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    p.add_argument(
+        "--dataset", required=True, choices=sorted(DATASETS), help="which dataset (its labels, splits and layout)"
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--raw", help="raw dataset directory (layout of the dataset, see docs/data.md)")
     source.add_argument(

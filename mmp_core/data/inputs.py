@@ -1,6 +1,10 @@
-"""Model inputs: the offline tokenizer, a torch Dataset over a prepared split, and the collate function.
+"""Model inputs: the offline tokenizer, one sample's encoding, a torch Dataset over a prepared split, collate.
 
-A batch from `collate` is exactly what the prompt model takes, plus labels and row indices:
+`encode_sample` is the one place a text and an encoded image become model inputs: the dataset (training,
+evaluation) and `mmp predict` both call it, so a new input is fed exactly as an evaluated sample is.
+
+A batch from `collate` is exactly what the prompt model takes, plus labels and row indices (when the samples
+have them; predictions on new inputs have no labels):
   input_ids (B, T) long, attention_mask (B, T) long   T = max_text_len; missing text = [CLS] [SEP] + padding
   pixel_values (B, 3, H, W) float, pixel_mask (B, H, W) long   padded to the batch's largest image, mask 0 there
   missing_type (B,) long   0 complete, 1 text missing, 2 image missing
@@ -55,6 +59,43 @@ def build_tokenizer(
     if absent:
         raise ValueError(f"{path}: vocabulary lacks the special token(s) {absent}")
     return tokenizer
+
+
+def encode_sample(
+    text: str,
+    image: bytes | None,
+    missing_type: int,
+    tokenizer,
+    image_config: ImageConfig,
+    max_text_len: int,
+) -> dict:
+    """The model inputs of one sample, as the model sees it under `missing_type`.
+
+    Args:
+        text: the sample's text ('' when it has none); ignored when `missing_type` is text missing.
+        image: the encoded image (JPEG/PNG bytes) or None when it has none; ignored when image missing.
+        missing_type: 0 complete, 1 text missing, 2 image missing.
+
+    Returns:
+        input_ids (T,) long and attention_mask (T,) long, T = max_text_len (missing text: [CLS] [SEP] + padding);
+        pixel_values (3, H, W) float (missing image: ones of the resized image's shape, or a square of the shorter
+        side when there is no image at all); missing_type (int).
+    """
+    if missing_type == TEXT_MISSING:
+        text = ""
+    encoded = tokenizer(
+        text, max_length=max_text_len, padding="max_length", truncation=True, return_attention_mask=True
+    )
+    if missing_type == IMAGE_MISSING or image is None:
+        pixels = missing_pixels(image, image_config)
+    else:
+        pixels = load_pixels(image, image_config)
+    return {
+        "input_ids": torch.tensor(encoded["input_ids"], dtype=torch.long),
+        "attention_mask": torch.tensor(encoded["attention_mask"], dtype=torch.long),
+        "pixel_values": torch.from_numpy(pixels),
+        "missing_type": int(missing_type),
+    }
 
 
 def default_image_config(dataset: str) -> ImageConfig:
@@ -120,32 +161,27 @@ class MultimodalDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for split {self.split!r} of {len(self)} rows")
-        code = int(self.missing_types[index])
-        text = "" if code == TEXT_MISSING else self.texts[index]
-        encoded = self.tokenizer(
-            text, max_length=self.max_text_len, padding="max_length", truncation=True, return_attention_mask=True
+        sample = encode_sample(
+            self.texts[index],
+            self.reader.image(index),
+            int(self.missing_types[index]),
+            self.tokenizer,
+            self.image_config,
+            self.max_text_len,
         )
-        data = self.reader.image(index)
-        if code == IMAGE_MISSING or data is None:
-            pixels = missing_pixels(data, self.image_config)
-        else:
-            pixels = load_pixels(data, self.image_config)
         if self.spec.task == "multilabel":
-            labels = torch.from_numpy(self.labels[index].astype(np.float32))
+            sample["labels"] = torch.from_numpy(self.labels[index].astype(np.float32))
         else:
-            labels = torch.tensor(int(self.labels[index]), dtype=torch.long)
-        return {
-            "input_ids": torch.tensor(encoded["input_ids"], dtype=torch.long),
-            "attention_mask": torch.tensor(encoded["attention_mask"], dtype=torch.long),
-            "pixel_values": torch.from_numpy(pixels),
-            "missing_type": code,
-            "labels": labels,
-            "index": index,
-        }
+            sample["labels"] = torch.tensor(int(self.labels[index]), dtype=torch.long)
+        sample["index"] = index
+        return sample
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack samples into a batch, padding images (zeros) to the largest height and width, pixel_mask 0 there."""
+    """Stack samples into a batch, padding images (zeros) to the largest height and width, pixel_mask 0 there.
+
+    `labels` and `index` are stacked when every sample has them (dataset samples do; new inputs have no labels).
+    """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
     height = max(s["pixel_values"].shape[1] for s in samples)
@@ -156,12 +192,15 @@ def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
         _, h, w = sample["pixel_values"].shape
         pixel_values[i, :, :h, :w] = sample["pixel_values"]
         pixel_mask[i, :h, :w] = 1
-    return {
+    batch = {
         "input_ids": torch.stack([s["input_ids"] for s in samples]),
         "attention_mask": torch.stack([s["attention_mask"] for s in samples]),
         "pixel_values": pixel_values,
         "pixel_mask": pixel_mask,
         "missing_type": torch.tensor([int(s["missing_type"]) for s in samples], dtype=torch.long),
-        "labels": torch.stack([s["labels"] for s in samples]),
-        "index": torch.tensor([int(s["index"]) for s in samples], dtype=torch.long),
     }
+    if all("labels" in s for s in samples):
+        batch["labels"] = torch.stack([s["labels"] for s in samples])
+    if all("index" in s for s in samples):
+        batch["index"] = torch.tensor([int(s["index"]) for s in samples], dtype=torch.long)
+    return batch
