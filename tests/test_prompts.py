@@ -119,6 +119,18 @@ def test_input_level_grows_sequence_by_96_and_pools_text_cls(backbone):
 
 
 @pytest.mark.parametrize("prompt_type", ["input", "attention", "none"])
+def test_sdpa_matches_the_explicit_softmax_path(backbone, prompt_type):
+    model = build(backbone, prompt_type, prompt_init="normal")
+    batch = make_batch(backbone)
+    model.attention_implementation = "eager"
+    explicit = seeded_logits(model, batch)
+    model.attention_implementation = "sdpa"
+    fused = seeded_logits(model, batch)
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(fused, seeded_logits(model, make_batch(backbone, seed=2)), atol=1e-4)  # inputs matter
+
+
+@pytest.mark.parametrize("prompt_type", ["input", "attention", "none"])
 def test_padding_content_does_not_change_logits(backbone, prompt_type):
     model = build(backbone, prompt_type)
     batch = make_batch(backbone)
@@ -136,8 +148,10 @@ def test_padding_content_does_not_change_logits(backbone, prompt_type):
     assert not torch.allclose(seeded_logits(model, visible), reference, atol=1e-4)
 
 
-def test_attention_level_layer_matches_explicit_prefix_attention(backbone):
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_attention_level_layer_matches_explicit_prefix_attention(backbone, implementation):
     model = build(backbone, "attention", prompt_length=6, prompt_layers=(0,), prompt_init="normal")
+    model.attention_implementation = implementation
     batch = make_batch(backbone)
     with torch.no_grad():
         embeddings, mask = backbone.embeddings(
@@ -145,7 +159,7 @@ def test_attention_level_layer_matches_explicit_prefix_attention(backbone):
         )
         prompt = model.prompts[batch["missing_type"], 0]  # (B, 6, H)
         layer = backbone.encoder.layer[0]
-        ours = model._layer_with_prefix(layer, embeddings, mask.float(), prompt)
+        ours = model.vilt_layer(layer, embeddings, mask.float(), prompt)
 
         # Written out: heads, prefix keys/values, masked softmax(Q K^T / sqrt(d)) V, then ViLT's block.
         attn = layer.attention.attention

@@ -109,6 +109,9 @@ class MissingAwarePromptModel(nn.Module):
         for parameter in self.pooler.parameters():
             parameter.requires_grad_(True)
         self.head = ClassificationHead(hidden_size, config.num_labels)
+        # How the frozen layers attend: "sdpa" (torch's fused kernels) or "eager" (the explicit softmax); the
+        # results agree to float rounding. A runtime choice, not part of the adapter.
+        self.attention_implementation = "sdpa"
         # Encoder layer index -> slot in the prompt parameter's layer axis.
         self._prompt_slot = (
             {} if config.prompt_type == "none" else {layer: slot for slot, layer in enumerate(config.prompt_layers)}
@@ -162,31 +165,29 @@ class MissingAwarePromptModel(nn.Module):
         num_prompt_tokens = 0
         for index, layer in enumerate(self.backbone.encoder.layer):
             slot = self._prompt_slot.get(index)
-            if slot is None:
-                hidden = layer(hidden, attention_mask=additive_mask(mask, hidden.dtype))[0]
-            elif self.config.prompt_type == "input":
+            prefix = None
+            if slot is not None and self.config.prompt_type == "input":
                 # Prompt tokens join the sequence before this layer (and stay for the layers after it);
                 # they are always visible.
                 layer_prompts = prompts[:, slot]  # (B, L, H)
                 hidden = torch.cat([layer_prompts, hidden], dim=1)
                 mask = torch.cat([mask.new_ones(batch_size, layer_prompts.shape[1]), mask], dim=1)
                 num_prompt_tokens += layer_prompts.shape[1]
-                hidden = layer(hidden, attention_mask=additive_mask(mask, hidden.dtype))[0]
-            else:
-                hidden = self._layer_with_prefix(layer, hidden, mask, prompts[:, slot])
+            elif slot is not None:
+                prefix = prompts[:, slot]
+            hidden = self.vilt_layer(layer, hidden, mask, prefix)
         return self.backbone.layernorm(hidden), num_prompt_tokens
 
-    @staticmethod
-    def _layer_with_prefix(
-        layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor
+    def vilt_layer(
+        self, layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, prefix: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """One ViltLayer whose self-attention attends to L/2 extra keys and values (attention-level prompts).
+        """One frozen ViltLayer, written out so that attention runs through SDPA and can take prompt prefixes.
 
         Args:
             hidden: (B, T, H) layer input; the output has the same shape (queries are the real tokens only).
-            mask: (B, T) visibility of the real tokens.
-            prompt: (B, L, H); rows [0, L/2) are key vectors, rows [L/2, L) value vectors, split into heads
-                like the projected keys and values.
+            mask: (B, T) visibility of the tokens.
+            prefix: (B, L, H) attention-level prompt or None; rows [0, L/2) are key vectors and rows [L/2, L)
+                value vectors, split into heads like the projected keys and values, always visible.
         """
         attention = layer.attention.attention
         batch_size, seq_len, _ = hidden.shape
@@ -196,14 +197,22 @@ class MissingAwarePromptModel(nn.Module):
             return x.view(batch_size, -1, num_heads, head_size).transpose(1, 2)
 
         normed = layer.layernorm_before(hidden)
-        half = prompt.shape[1] // 2
-        query = split_heads(attention.query(normed))
-        key = torch.cat([split_heads(prompt[:, :half]), split_heads(attention.key(normed))], dim=2)
-        value = torch.cat([split_heads(prompt[:, half:]), split_heads(attention.value(normed))], dim=2)
-        prefix_mask = torch.cat([mask.new_ones(batch_size, half), mask], dim=1)
-        scores = query @ key.transpose(-1, -2) / math.sqrt(head_size) + additive_mask(prefix_mask, hidden.dtype)
-        probabilities = attention.dropout(F.softmax(scores, dim=-1))
-        context = (probabilities @ value).transpose(1, 2).reshape(batch_size, seq_len, num_heads * head_size)
+        query, key, value = (
+            split_heads(projection(normed)) for projection in (attention.query, attention.key, attention.value)
+        )
+        if prefix is not None:
+            half = prefix.shape[1] // 2
+            key = torch.cat([split_heads(prefix[:, :half]), key], dim=2)
+            value = torch.cat([split_heads(prefix[:, half:]), value], dim=2)
+            mask = torch.cat([mask.new_ones(batch_size, half), mask], dim=1)
+        bias = additive_mask(mask, query.dtype)  # (B, 1, 1, T')
+        dropout = attention.dropout.p if self.training else 0.0
+        if self.attention_implementation == "sdpa":
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
+        else:  # the explicit softmax(Q K^T / sqrt(d) + mask) V of ViLT's eager attention
+            scores = query @ key.transpose(-1, -2) / math.sqrt(head_size) + bias
+            context = attention.dropout(F.softmax(scores, dim=-1)) @ value
+        context = context.transpose(1, 2).reshape(batch_size, seq_len, num_heads * head_size)
         # The rest of ViltLayer, unchanged: output projection, residual, MLP block with its residual.
         hidden = layer.attention.output(context, normed) + hidden
         return layer.output(layer.intermediate(layer.layernorm_after(hidden)), hidden)
