@@ -71,3 +71,14 @@ def recover_dir(target: str | os.PathLike) -> None:
     backup = target.with_name(f".{target.name}.old")
     if backup.exists() and not target.exists():
         os.replace(backup, target)
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()

@@ -174,8 +174,6 @@ def _draw(rng: np.random.Generator, scene: Scene, quality: int) -> bytes:
         drawing.stripes(rng, image, background, value)
     if scene.sun:
         drawing.sun(rng, image)
-    for colour, kind in scene.objects:
-        drawing.shape(rng, image, kind, drawing.COLOURS[colour], int(rng.integers(10, 18)))
     if "Romance" in scene.topics:
         for _ in range(int(rng.integers(1, 3))):
             drawing.shape(rng, image, "heart", drawing.COLOURS["pink"], int(rng.integers(16, 25)))
@@ -187,6 +185,8 @@ def _draw(rng: np.random.Generator, scene: Scene, quality: int) -> bytes:
         drawing.triangles(rng, image)
     if "Mystery" in scene.topics:
         drawing.checkerboard(rng, image)
+    for colour, kind in scene.objects:  # last, so that nothing the caption names is hidden
+        drawing.shape(rng, image, kind, drawing.COLOURS[colour], int(rng.integers(10, 18)))
     return drawing.to_jpeg(rng, image, quality)
 
 
