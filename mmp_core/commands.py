@@ -106,6 +106,27 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_evaluate)
 
     parser = subparsers.add_parser(
+        "probe",
+        help="linear probes of a frozen backbone's pooled [CLS] on a prepared dataset, per modality",
+        description="Fit a logistic regression on the frozen backbone's pooled [CLS] of the train split and score "
+        "it on the test split, fed complete, with every text missing and with every image missing. With --card, "
+        "the result is saved as probe.json beside the backbone and its MODEL_CARD.md is rendered again.",
+    )
+    parser.add_argument("--backbone", required=True, help="backbone directory (with vocab.txt), s3:// URI or hub id")
+    parser.add_argument("--prepared", required=True, help="prepared dataset directory (written by mmp prepare)")
+    parser.add_argument("--max-text-len", type=int, default=40, help="tokens per text (default: %(default)s)")
+    parser.add_argument(
+        "--image",
+        nargs=3,
+        type=int,
+        default=(96, 160, 16),
+        metavar=("SHORTER", "LONGER", "PATCH"),
+        help="image resize rule (default: %(default)s, the embedded data's)",
+    )
+    parser.add_argument("--card", action="store_true", help="save probe.json beside the backbone, update its card")
+    parser.set_defaults(func=run_probe)
+
+    parser = subparsers.add_parser(
         "predict",
         help="predict labels for new images and/or texts with a published run or an adapter",
         description="Predict labels for new inputs. Each input may lack its image or its text: the missing "
@@ -163,7 +184,10 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
+    import sys
+
     from mmp_core.config import PretrainParams, load_params
+    from mmp_core.model_card import write_card
     from mmp_core.pretrain import pretrain, scene_tokenizer
 
     params = load_params(args.params, {"pretrain": PretrainParams}, args.set)["pretrain"]
@@ -176,6 +200,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
             raise ValueError("pretrain.corpus is 'prepared': pass --prepared DIR (a prepared dataset with vocab.txt)")
         tokenizer = build_tokenizer(prepared=load_prepared(args.prepared))
     summary = pretrain(params, tokenizer, args.out, prepared_dir=args.prepared)
+    write_card(args.out, command="mmp " + " ".join(sys.argv[1:]))
     heldout = summary["heldout"] or summary["history"][-1]
     print(
         f"pretrained a {summary['parameters']:,d}-parameter ViLT on {summary['pairs']} pairs in {summary['seconds']} s: "
@@ -219,6 +244,34 @@ def run_evaluate(args: argparse.Namespace) -> int:
         f"[{args.method}] test {metric} {head[metric]:.4f} at {head['missing_type']} missing "
         f"{head['missing_rate']:.0%}; {len(document['grid'])} grid cells -> {Path(args.out) / 'metrics.json'}"
     )
+    return 0
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    import json
+
+    from mmp_core.backbone import load_backbone, resolve_backbone_dir
+    from mmp_core.data import ImageConfig, build_tokenizer, load_prepared
+    from mmp_core.fileio import atomic_write_json
+    from mmp_core.model_card import PROBE_NAME, write_card
+    from mmp_core.probe import PROBE_INPUTS, linear_probe
+
+    directory = resolve_backbone_dir(args.backbone)
+    results = linear_probe(
+        load_backbone(args.backbone),
+        load_prepared(args.prepared),
+        build_tokenizer(backbone_dir=directory),
+        ImageConfig(*args.image),
+        args.max_text_len,
+    )
+    metric = results["metric"]
+    for name in PROBE_INPUTS:
+        print(f"{name:<14} {metric} {results[name][metric]:.4f}")
+    if args.card:
+        atomic_write_json(directory / PROBE_NAME, results)
+        print(f"-> {write_card(directory)}")
+    else:
+        print(json.dumps(results, indent=2))
     return 0
 
 

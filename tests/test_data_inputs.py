@@ -147,3 +147,24 @@ def test_dataloader_with_workers(prepared, tokenizer):
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collate)
     indices = torch.cat([batch["index"] for batch in loader])
     assert indices.tolist() == list(range(6))
+
+
+def test_pixel_cache_feeds_exactly_the_decoded_inputs(prepared, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("MMP_CACHE_DIR", str(tmp_path))
+    table = np.arange(prepared.rows("train")) % 3  # every sample complete, text missing or image missing
+    decoded = MultimodalDataset(prepared, "train", tokenizer, image_config=SMALL, missing=table)
+    cached = MultimodalDataset(prepared, "train", tokenizer, image_config=SMALL, missing=table, cache_pixels=True)
+    files = sorted(p.name for p in (tmp_path / "pixels").iterdir())
+    assert len(files) == 2 and files[0].endswith(".images.npy") and files[1].endswith(".sizes.npy")
+    for row in range(len(decoded)):
+        expected, got = decoded[row], cached[row]
+        assert expected.keys() == got.keys()
+        for key, value in expected.items():
+            assert torch.equal(value, got[key]) if torch.is_tensor(value) else value == got[key], (row, key)
+    # Another resize rule is another cache file, never the first one reused.
+    other = ImageConfig(shorter_side=48, longer_side=64, patch_size=16)
+    resized = MultimodalDataset(prepared, "train", tokenizer, image_config=other, missing=table, cache_pixels=True)
+    reference = MultimodalDataset(prepared, "train", tokenizer, image_config=other, missing=table)
+    assert torch.equal(resized[0]["pixel_values"], reference[0]["pixel_values"])
+    assert resized[0]["pixel_values"].shape != decoded[0]["pixel_values"].shape
+    assert len(list((tmp_path / "pixels").iterdir())) == 4

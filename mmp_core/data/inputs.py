@@ -83,18 +83,22 @@ def encode_sample(
     """
     if missing_type == TEXT_MISSING:
         text = ""
-    encoded = tokenizer(
-        text, max_length=max_text_len, padding="max_length", truncation=True, return_attention_mask=True
-    )
     if missing_type == IMAGE_MISSING or image is None:
         pixels = missing_pixels(image, image_config)
     else:
         pixels = load_pixels(image, image_config)
+    sample = encode_text(text, tokenizer, max_text_len)
+    return {**sample, "pixel_values": torch.from_numpy(pixels), "missing_type": int(missing_type)}
+
+
+def encode_text(text: str, tokenizer, max_text_len: int) -> dict:
+    """input_ids (T,) and attention_mask (T,), T = max_text_len: truncated or padded."""
+    encoded = tokenizer(
+        text, max_length=max_text_len, padding="max_length", truncation=True, return_attention_mask=True
+    )
     return {
         "input_ids": torch.tensor(encoded["input_ids"], dtype=torch.long),
         "attention_mask": torch.tensor(encoded["attention_mask"], dtype=torch.long),
-        "pixel_values": torch.from_numpy(pixels),
-        "missing_type": int(missing_type),
     }
 
 
@@ -129,6 +133,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
         image_config: ImageConfig | None = None,
         max_text_len: int | None = None,
         missing: np.ndarray | None = None,
+        cache_pixels: bool = False,
     ):
         if not isinstance(prepared, PreparedDataset):
             prepared = load_prepared(prepared)
@@ -154,6 +159,16 @@ class MultimodalDataset(torch.utils.data.Dataset):
             if n and (table.min() < COMPLETE or table.max() > IMAGE_MISSING):
                 raise ValueError("missing table values must be 0 (complete), 1 (text missing) or 2 (image missing)")
         self.missing_types = np.where(self.natural != COMPLETE, self.natural, table).astype(np.int8)
+        self.pixel_cache = None
+        if cache_pixels:
+            from mmp_core.data.pixels import PixelCache
+
+            checksum = prepared.manifest["files"][split]["sha256"]
+            self.pixel_cache = PixelCache.build(self.reader, self.image_config, checksum)
+            # Every text (and the empty one) tokenised in one call: the tokenizer is the other per-item cost.
+            encoded = tokenizer([*self.texts, ""], max_length=self.max_text_len, padding="max_length", truncation=True)
+            self.token_ids = torch.tensor(encoded["input_ids"], dtype=torch.long)
+            self.token_mask = torch.tensor(encoded["attention_mask"], dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -161,14 +176,24 @@ class MultimodalDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for split {self.split!r} of {len(self)} rows")
-        sample = encode_sample(
-            self.texts[index],
-            self.reader.image(index),
-            int(self.missing_types[index]),
-            self.tokenizer,
-            self.image_config,
-            self.max_text_len,
-        )
+        code = int(self.missing_types[index])
+        if self.pixel_cache is None:
+            sample = encode_sample(
+                self.texts[index], self.reader.image(index), code, self.tokenizer, self.image_config, self.max_text_len
+            )
+        else:  # the same inputs from the decoded-image cache
+            size = self.pixel_cache.size(index)
+            if code == IMAGE_MISSING or size is None:
+                pixels = np.ones((3, *(size or self.image_config.blank_size)), dtype=np.float32)
+            else:
+                pixels = self.pixel_cache.pixels(index)
+            row = -1 if code == TEXT_MISSING else index  # the last row is the empty text
+            sample = {
+                "input_ids": self.token_ids[row],
+                "attention_mask": self.token_mask[row],
+                "pixel_values": torch.from_numpy(pixels),
+                "missing_type": code,
+            }
         if self.spec.task == "multilabel":
             sample["labels"] = torch.from_numpy(self.labels[index].astype(np.float32))
         else:

@@ -186,7 +186,7 @@ def _draw(rng: np.random.Generator, scene: Scene, quality: int) -> bytes:
     if "Mystery" in scene.topics:
         drawing.checkerboard(rng, image)
     for colour, kind in scene.objects:  # last, so that nothing the caption names is hidden
-        drawing.shape(rng, image, kind, drawing.COLOURS[colour], int(rng.integers(10, 18)))
+        drawing.shape(rng, image, kind, drawing.COLOURS[colour], int(rng.integers(12, 21)))
     return drawing.to_jpeg(rng, image, quality)
 
 
