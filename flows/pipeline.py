@@ -49,6 +49,15 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
         "status": "promoted" if pointer else "published",
         "run_id": run_id,
         "headline": {method: r["headline"][r["primary_metric"]] for method, r in bundle.results.items()},
+        "headline_sd": {
+            method: (r.get("headline_sd") or {}).get(r["primary_metric"]) for method, r in bundle.results.items()
+        },
+        "seeds": bundle.results[params.promote_method].get("seeds", []),
+        "warnings": {
+            method: r["sanity"]["warnings"]
+            for method, r in bundle.results.items()
+            if (r.get("sanity") or {}).get("warnings")
+        },
         "metric": metric,
         "decision": bundle.decision.reason,
         "report": store.url_for(f"runs/{run_id}/report.html"),
@@ -76,8 +85,16 @@ def print_summary(summary: dict) -> None:
         print(f"Nothing changed since run {summary['run_id']}: no retraining.")
         return
     print(f"Run {summary['run_id']} ({summary['status']}): {summary['decision']}")
+    seeds = summary.get("seeds") or []
+    if len(seeds) > 1:
+        print(f"  test {summary['metric']}, mean ± sd over training seeds {seeds}:")
     for method, value in summary["headline"].items():
-        print(f"  {method:<10} {summary['metric']} {value:.4f}")
+        sd = (summary.get("headline_sd") or {}).get(method)
+        spread = f" ± {sd:.4f}" if sd is not None and len(seeds) > 1 else ""
+        print(f"  {method:<10} {summary['metric']} {value:.4f}{spread}")
+    for method, warnings in (summary.get("warnings") or {}).items():
+        for warning in warnings:
+            print(f"  WARNING {method}: {warning}")
     print(f"Report:    {summary['report']}")
     print(f"Dashboard: {summary['dashboard']}")
 

@@ -97,6 +97,7 @@ def assemble(repo: str, store: ArtifactStore, params, run_id: str, versions: Ver
         methods=tuple(params.methods),
         promote_method=params.promote_method,
         tolerance=params.tolerance,
+        require_learning=params.require_learning,
         run_id=run_id,
         versions=versions,
     )

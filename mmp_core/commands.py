@@ -85,7 +85,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prepared", required=True, help="prepared dataset directory (written by mmp prepare)")
     parser.add_argument("--out", required=True, help="output directory (adapter/, train_summary.json, dvclive/)")
     parser.add_argument(
-        "--checkpoint-dir", help="resumable checkpoints (default: .checkpoints/<method>); removed on success"
+        "--checkpoint-dir",
+        help="resumable checkpoints (default: a folder under .checkpoints/ named after --out); removed on success",
     )
     _add_params_options(parser, "train.lr=3e-3 or train.image.shorter_side=64")
     parser.set_defaults(func=run_train)
@@ -104,6 +105,20 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output directory (metrics.json, grid.tsv, curves/)")
     _add_params_options(parser, "evaluate.batch_size=16")
     parser.set_defaults(func=run_evaluate)
+
+    parser = subparsers.add_parser(
+        "aggregate",
+        help="fold one method's per-seed evaluations into mean ± sd",
+        description="Read results/<method>/seeds/<seed>/metrics.json and models/<method>/seeds/<seed>/"
+        "train_summary.json for every seed of params.yaml's `seeds`, and write the method's metrics.json, grid.tsv "
+        "and curves/ (each metric the mean over seeds, with its standard deviation; the published adapter is the "
+        "seed with the best validation score).",
+    )
+    parser.add_argument("--method", required=True, choices=METHOD_CHOICES, help="the method whose seeds to fold")
+    parser.add_argument("--results", required=True, help="the method's results directory (holds seeds/<seed>/)")
+    parser.add_argument("--models", required=True, help="the method's models directory (holds seeds/<seed>/)")
+    parser.add_argument("--params", metavar="PATH", help=PARAMS_HELP)
+    parser.set_defaults(func=run_aggregate)
 
     parser = subparsers.add_parser(
         "probe",
@@ -216,7 +231,11 @@ def run_train(args: argparse.Namespace) -> int:
 
     params = load_params(args.params, {"train": TrainParams}, args.set)["train"]
     data = training_data(args.prepared, params)
-    checkpoint_dir = args.checkpoint_dir or str(Path(".checkpoints") / args.method)
+    # Default scratch: one folder per output folder, so that two runs with different --out never share (or
+    # delete) each other's checkpoints.
+    checkpoint_dir = args.checkpoint_dir or str(
+        Path(".checkpoints") / Path(args.out).resolve().as_posix().strip("/").replace("/", "_")
+    )
     try:
         summary = train(params, args.method, data, args.out, checkpoint_dir)
     finally:
@@ -228,6 +247,8 @@ def run_train(args: argparse.Namespace) -> int:
         f"[{args.method}] best val {metric} {summary[f'best_val_{metric}']:.4f} at step {summary['best_step']} "
         f"of {summary['steps']} ({summary['seconds']} s) -> {Path(args.out) / 'adapter'}"
     )
+    for warning in summary["sanity"].get("warnings", []):
+        print(f"[{args.method}] WARNING: {warning} (validation split)")
     return 0
 
 
@@ -244,6 +265,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
         f"[{args.method}] test {metric} {head[metric]:.4f} at {head['missing_type']} missing "
         f"{head['missing_rate']:.0%}; {len(document['grid'])} grid cells -> {Path(args.out) / 'metrics.json'}"
     )
+    for warning in document["sanity"].get("warnings", []):
+        print(f"[{args.method}] WARNING: {warning} (test split, headline setting)")
+    return 0
+
+
+def run_aggregate(args: argparse.Namespace) -> int:
+    from mmp_core.config import read_seeds
+    from mmp_core.seeds import aggregate_method, format_cell
+
+    seeds = read_seeds(args.params)
+    document = aggregate_method(args.results, args.models, seeds)
+    metric, head, sd = document["primary_metric"], document["headline"], document["headline_sd"]
+    print(
+        f"[{args.method}] test {metric} {format_cell(head[metric], sd[metric], 4)} over seeds {list(seeds)} at "
+        f"{head['missing_type']} missing {head['missing_rate']:.0%}; published adapter: seed {document['adapter_seed']}"
+        f" -> {Path(args.results) / 'metrics.json'}"
+    )
+    for warning in document["sanity"].get("warnings", []):
+        print(f"[{args.method}] WARNING: {warning}")
     return 0
 
 

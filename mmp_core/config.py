@@ -300,6 +300,11 @@ class PipelineParams(Section):
     methods: tuple[Literal["baseline", "attention", "input"], ...] = ("baseline", "attention", "input")
     promote_method: Literal["baseline", "attention", "input"] = "input"
     tolerance: float = Field(0.01, ge=0.0, le=1.0, description="largest allowed drop in any grid cell")
+    require_learning: bool = Field(
+        True,
+        description="never promote a model that gives (almost) every sample the same answer or does not beat "
+        "the label prior (it is still published, with the warning)",
+    )
     run_id: str | None = Field(None, description="default: UTC time + data/params fingerprint")
     pull: bool = Field(False, description="`dvc pull` before running (retrain: the newest data version)")
     push: bool = Field(False, description="`dvc push` the pipeline's outputs to the DVC remote after running")
@@ -329,3 +334,19 @@ class PipelineParams(Section):
         if not self.methods or self.promote_method not in self.methods:
             raise ValueError(f"promote_method {self.promote_method!r} must be one of methods {list(self.methods)}")
         return self
+
+
+def read_seeds(path: str | Path | None = None) -> tuple[int, ...]:
+    """params.yaml's top-level `seeds`: the training seeds every method is trained and evaluated with.
+
+    Absent: one seed, 0. Each must be a non-negative integer, listed once."""
+    path = params_path(path)
+    seeds = read_params(path).get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds:
+        raise ValueError(f"{path}: seeds must be a non-empty list of integers, e.g. [0, 1, 2]; got {seeds!r}")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad:
+        raise ValueError(f"{path}: seeds must be non-negative integers; not {bad}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{path}: seeds lists a seed twice: {seeds}")
+    return tuple(seeds)

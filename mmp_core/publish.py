@@ -1,7 +1,8 @@
 """A pipeline run, from the DVC project's outputs to the artifact store.
 
-The DVC stages leave, per method, `models/<method>/` (adapter/, train_summary.json) and `results/<method>/`
-(metrics.json, grid.tsv). A run bundles those with the report, the promotion decision, params.yaml and
+The DVC stages leave, per method and training seed, `models/<method>/seeds/<seed>/` (adapter/,
+train_summary.json) and `results/<method>/seeds/<seed>/`, and per method `results/<method>/` (metrics.json:
+the mean ± sd over seeds, grid.tsv). A run bundles those with the report, the promotion decision, params.yaml and
 dvc.lock, and is identified by the versions it was made from: the prepared data's DVC hash, a fingerprint
 of the parameters and the git commit. The flows call these functions; they hold no logic of their own.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import yaml
 
 from mmp_core.fileio import atomic_write_json, atomic_write_text
 from mmp_core.report import load_run_results, render_report
+from mmp_core.seeds import SEEDS_DIR
 from mmp_core.storage import (
     ArtifactStore,
     PromotionDecision,
@@ -30,8 +32,9 @@ from mmp_core.storage import (
 MODELS_DIR = "models"
 RESULTS_DIR = "results"
 STAGING_DIR = ".run/runs"
-# params.yaml sections that define a run (the flows' own `pipeline` section does not).
-RUN_SECTIONS = ("generate", "prepare", "pretrain", "train", "evaluate")
+# params.yaml entries that define a run (the flows' own `pipeline` section does not; `pretrain` records how the
+# shipped backbone was made, which the backbone's files themselves version).
+RUN_SECTIONS = ("methods", "seeds", "generate", "prepare", "train", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ def assemble_run(
     tolerance: float,
     run_id: str,
     versions: Versions,
+    require_learning: bool = True,
 ) -> RunBundle:
     """Compare the new results with the champion, render the report, and list the files to publish."""
     repo = Path(repo)
@@ -131,6 +135,13 @@ def assemble_run(
         headline=challenger["headline"],
         tolerance=tolerance,
     )
+    learning_warnings = (challenger.get("sanity") or {}).get("warnings") or []
+    if decision.promote and learning_warnings and require_learning:
+        # A model that predicts one answer everywhere (or no better than the label prior) is published, so
+        # that it can be looked at, but never becomes the champion, however it compares.
+        decision = replace(
+            decision, promote=False, reason="not promoted: the model does not learn: " + "; ".join(learning_warnings)
+        )
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     metadata = build_run_metadata(
         results,
@@ -152,8 +163,21 @@ def assemble_run(
     for name in ("params.yaml", "dvc.lock"):
         files[name] = repo / name
     for method in methods:
-        files[f"models/{method}/adapter"] = repo / MODELS_DIR / method / "adapter"
-        files[f"models/{method}/train_summary.json"] = repo / MODELS_DIR / method / "train_summary.json"
+        # The method's published adapter is the seed with the best validation score (`mmp aggregate`); every
+        # seed's training summary and evaluation go along, so the mean ± sd can be checked.
+        seeds = results[method].get("seeds", [])
+        adapter_seed = results[method].get("adapter_seed")
+        if adapter_seed is None:
+            raise ValueError(
+                f"{repo / RESULTS_DIR / method / 'metrics.json'}: names no adapter_seed; run `dvc repro` "
+                "(its aggregate stage)"
+            )
+        files[f"models/{method}/adapter"] = repo / MODELS_DIR / method / SEEDS_DIR / str(adapter_seed) / "adapter"
+        for seed in seeds:
+            seed_models = repo / MODELS_DIR / method / SEEDS_DIR / str(seed)
+            seed_results = repo / RESULTS_DIR / method / SEEDS_DIR / str(seed)
+            files[f"models/{method}/seeds/{seed}/train_summary.json"] = seed_models / "train_summary.json"
+            files[f"results/{method}/seeds/{seed}/metrics.json"] = seed_results / "metrics.json"
         for name in ("metrics.json", "grid.tsv"):
             files[f"results/{method}/{name}"] = repo / RESULTS_DIR / method / name
     missing = [str(path) for path in files.values() if not path.exists()]

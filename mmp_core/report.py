@@ -76,8 +76,9 @@ def _primary_metric(results: Mapping[str, Mapping]) -> str:
     return metrics.pop() if metrics else "f1_macro"
 
 
-def _cell_value(metrics: Mapping, missing_type: str, rate: float, metric: str) -> float | None:
-    for row in metrics.get("grid", []):
+def _cell_value(metrics: Mapping, missing_type: str, rate: float, metric: str, grid: str = "grid") -> float | None:
+    """A grid cell's value; `grid="grid_sd"`: its standard deviation over seeds (None for one evaluation)."""
+    for row in metrics.get(grid, []):
         if row.get("missing_type") == missing_type and abs(float(row["missing_rate"]) - rate) < 1e-9:
             value = row.get(metric)
             return float(value) if value is not None else None
@@ -135,6 +136,17 @@ def rate_table(results: Mapping[str, Mapping], rate: float = TABLE_RATE, metric:
     }
 
 
+def _with_sd(value: float | None, sd: float | None) -> str:
+    return _fmt(value) if sd is None or value is None else f"{_fmt(value)} ± {_fmt(sd)}"
+
+
+def _seeds_note(results: Mapping[str, Mapping]) -> str:
+    seeds = sorted({len(m.get("seeds", [])) for m in results.values()})
+    if not seeds or seeds == [0]:
+        return ""
+    return f" (mean ± sd over {'/'.join(map(str, seeds))} training seeds)"
+
+
 def _rate_table_html(results: Mapping[str, Mapping], rate: float, metric: str, table_id: str) -> str:
     table = rate_table(results, rate, metric)
     types = list(next(iter(table.values()), {}))
@@ -142,14 +154,16 @@ def _rate_table_html(results: Mapping[str, Mapping], rate: float, metric: str, t
     head = "".join(f"<th>{_esc(t)}</th>" for t in types)
     rows = []
     for method, values in table.items():
+        sds = {t: _cell_value(results[method], t, rate, metric, "grid_sd") for t in types}
         cells = "".join(
-            f"<td class='{'best' if values[t] is not None and values[t] == best[t] else ''}'>{_fmt(values[t])}</td>"
+            f"<td class='{'best' if values[t] is not None and values[t] == best[t] else ''}'>"
+            f"{_with_sd(values[t], sds[t])}</td>"
             for t in types
         )
         rows.append(f"<tr data-method='{_esc(method)}'><th class='l'>{_esc(method)}</th>{cells}</tr>")
     return (
         f"<table id='{_esc(table_id)}'><caption>{_esc(metric)} at missing rate {rate:.0%} "
-        f"(rows: methods, columns: missing type)</caption>"
+        f"(rows: methods, columns: missing type){_esc(_seeds_note(results))}</caption>"
         f"<tr><th class='l'>method</th>{head}</tr>{''.join(rows)}</table>"
     )
 
@@ -239,12 +253,21 @@ def render_report(results: Mapping[str, Mapping], run_info: Mapping[str, Any]) -
             f"<tr data-method='{_esc(method)}'><th class='l'>{_esc(method)}</th>"
             f"<td class='l'>{_esc(train.get('missing_type'))}@{_esc(train.get('missing_rate'))}</td>"
             f"<td class='l'>{_esc(head.get('missing_type'))}@{_esc(head.get('missing_rate'))}</td>"
-            f"<td>{_fmt(head.get(metric))}</td></tr>"
+            f"<td>{_with_sd(head.get(metric), (m.get('headline_sd') or {}).get(metric))}</td></tr>"
         )
     parts.append(
         "<h2>Headline</h2><table id='headline'><tr><th class='l'>method</th><th class='l'>trained on</th>"
         f"<th class='l'>headline cell</th><th>{_esc(metric)}</th></tr>{''.join(headline_rows)}</table>"
     )
+
+    warnings = [
+        f"{method}: {warning}"
+        for method in methods
+        for warning in (results[method].get("sanity") or {}).get("warnings", [])
+    ]
+    if warnings:
+        items = "".join(f"<li>{_esc(w)}</li>" for w in warnings)
+        parts.append(f"<h2>Does it learn?</h2><ul id='sanity' class='bad'>{items}</ul>")
 
     if promotion is not None:
         parts.append("<h2>Promotion</h2>" + _promotion_html(promotion))
@@ -269,20 +292,25 @@ def render_report(results: Mapping[str, Mapping], run_info: Mapping[str, Any]) -
 
 
 def load_run_results(store: ArtifactStore, run_id: str, manifest: Mapping | None = None) -> dict[str, dict]:
-    """{method: metrics dict} of a published run: every JSON file of the run with 'metrics' in its key and a
-    "grid" + "method" (verified against the manifest)."""
+    """{method: metrics dict} of a published run: its `results/<method>/metrics.json` files (per-seed results
+    under `results/<method>/seeds/` are not the method's result), each verified against the manifest.
+
+    A file that fails its checksum, or is not a results document, raises: a run whose results cannot be
+    trusted must never pass for a run without results (a corrupt champion would otherwise lose to anything)."""
     manifest = manifest or store.get_manifest(run_id)
     results: dict[str, dict] = {}
     for entry in manifest["files"]:
-        key = entry["key"]
-        if not key.endswith(".json") or "metrics" not in key:
+        parts = entry["key"].split("/")
+        if len(parts) != 3 or parts[0] != "results" or parts[2] != "metrics.json":
             continue
+        data = store.read_run_file(run_id, entry["key"])  # ValueError on a checksum mismatch
         try:
-            data = json.loads(store.read_run_file(run_id, key))
-        except (ValueError, UnicodeDecodeError):
-            continue
-        if isinstance(data, dict) and "grid" in data and data.get("method"):
-            results[data["method"]] = data
+            document = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"run {run_id!r}: {entry['key']!r} is not valid JSON ({error})") from None
+        if not isinstance(document, dict) or "grid" not in document or document.get("method") != parts[1]:
+            raise ValueError(f"run {run_id!r}: {entry['key']!r} is not the results document of method {parts[1]!r}")
+        results[parts[1]] = document
     return {m: results[m] for m in _ordered(results, METHOD_ORDER)}
 
 
@@ -430,8 +458,12 @@ def render_dashboard(store: ArtifactStore) -> str:
         parts.append("<p class='muted'>No published runs yet.</p>")
 
     if latest is not None:
-        results = load_run_results(store, latest["run_id"], latest)
         parts.append(f"<h2>Latest grid: run <code>{_esc(latest['run_id'])}</code></h2>")
+        try:
+            results = load_run_results(store, latest["run_id"], latest)
+        except ValueError as error:  # shown, not hidden: the page is where a team would notice
+            results = None
+            parts.append(f"<p id='latest-error' class='bad'>{_esc(error)}</p>")
         if results:
             grid_metric = _primary_metric(results)
             parts.append(_rate_table_html(results, TABLE_RATE, grid_metric, "latest-table-70"))
@@ -439,7 +471,7 @@ def render_dashboard(store: ArtifactStore) -> str:
             for name, metrics in results.items():
                 parts.append(f"<h3>{_esc(name)}</h3>" + _grid_table_html(metrics, grid_metric))
             parts.append("</div>")
-        else:
+        elif results is not None:
             parts.append("<p class='muted'>This run has no metrics files.</p>")
     return _page("mmp dashboard", "\n".join(parts))
 

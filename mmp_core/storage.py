@@ -485,12 +485,18 @@ def headline_summary(metrics: Mapping[str, Any]) -> dict:
     value, <every metric of the headline cell>}; what `set_champion` and the dashboard expect."""
     metric = metrics["primary_metric"]
     headline = dict(metrics["headline"])
-    return {
+    summary = {
         "method": metrics.get("method"),
         "primary_metric": metric,
         **headline,
         "value": float(headline[metric]),
     }
+    if "seeds" in metrics:  # the mean over training seeds, with its standard deviation
+        summary.update(seeds=list(metrics["seeds"]), value_sd=float(metrics["headline_sd"][metric]))
+    warnings = (metrics.get("sanity") or {}).get("warnings")
+    if warnings:
+        summary["warnings"] = list(warnings)
+    return summary
 
 
 def build_run_metadata(

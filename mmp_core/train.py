@@ -32,7 +32,7 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from mmp_core.config import METHODS, TrainParams
-from mmp_core.evaluate import PRIMARY_METRIC, compute_metrics, predict
+from mmp_core.evaluate import PRIMARY_METRIC, compute_metrics, predict, prior_baseline, sanity_check
 from mmp_core.fileio import atomic_write_json, recover_dir, replace_dir
 from mmp_core.loading import backbone_for, data_version, open_prepared, split_dataset, tokenizer_for
 from mmp_core.progress import Progress
@@ -189,6 +189,7 @@ class LoopState:
     global_step: int = 0  # optimizer steps
     best_metric: float = -math.inf
     best_step: int = -1
+    best_sanity: dict = field(default_factory=dict)  # the best validation's check against the label prior
     history: list = field(default_factory=list)
 
 
@@ -342,6 +343,9 @@ def _validate(engine, model, data, params, state, metric_name, method, fingerpri
     state.history.append({"step": state.global_step, "epoch": state.epoch, **metrics})
     if improved:
         state.best_metric, state.best_step = value, state.global_step
+        # Does it learn at all? One answer for every sample, or no better than knowing only the label prior.
+        prior = prior_baseline(data.task, data.train_dataset.labels, labels)
+        state.best_sanity = sanity_check(data.task, scores, labels, prior)
     if torch.distributed.get_rank() == 0:
         if improved:
             staged = out_dir / f".{ADAPTER_DIR}.staged"
@@ -454,6 +458,7 @@ def _finish(model, state, params, method, metric_name, fingerprint, data, world_
         "rank_parameter_hashes": hashes,
         "params_fingerprint": fingerprint,
         "data_fingerprint": data.fingerprint,
+        "sanity": state.best_sanity,
         "history": state.history,
         "adapter": str(out_dir / ADAPTER_DIR),
     }

@@ -23,9 +23,9 @@ TINY = {
     "methods": ["baseline"],
     "generate": {"seed": 0, "train": 32, "dev": 16, "test": 16},
     "prepare": {"dataset": "embedded", "raw": "data/raw/embedded", "vocab_size": 256, "missing_rates": [0.0, 0.7, 1.0]},
-    "pretrain": {"config": "tiny", "epochs": 1, "batch_size": 16, "text_positions": 40},
+    "seeds": [0],
     "train": {
-        "backbone": "models/backbone",
+        "backbone": "backbones/mmp-small-scenes",
         "max_text_len": 40,
         "image": TINY_IMAGE,
         "epochs": 1,
@@ -50,7 +50,7 @@ def project(tmp_path):
     """This repository's pipeline files in a fresh git + DVC repository, with tiny parameters, committed."""
     copy = tmp_path / "project"
     copy.mkdir()
-    for name in ("mmp_core", "infra"):
+    for name in ("mmp_core", "infra", "backbones"):
         shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "pyproject.toml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, copy / name)
@@ -92,7 +92,7 @@ def test_dvc_exp_run_set_param_and_exp_show(project):
     # The committed params.yaml is untouched; the workspace holds the experiment's results.
     committed = yaml.safe_load(run(["git", "show", "HEAD:params.yaml"], copy, env))
     assert committed["train"]["lr"] == 0.01
-    summary = json.loads((copy / "models" / "baseline" / "train_summary.json").read_text())
+    summary = json.loads((copy / "models" / "baseline" / "seeds" / "0" / "train_summary.json").read_text())
     assert summary["epochs"] == 2
 
     diff = json.loads(run([*dvc, "metrics", "diff", "--json"], copy, env))
@@ -101,4 +101,4 @@ def test_dvc_exp_run_set_param_and_exp_show(project):
     plots = json.loads(run([*dvc, "plots", "diff", "--json"], copy, env))["data"]
     curve = plots["robustness_text_missing"][0]["content"]["data"]["values"]
     assert [row["missing_rate"] for row in curve if "baseline" in row["filename"]] == ["0.00", "0.70", "1.00"]
-    assert "models/baseline/dvclive/plots/metrics/val/f1_macro.tsv" in plots
+    assert "models/baseline/seeds/0/dvclive/plots/metrics/val/f1_macro.tsv" in plots
