@@ -120,8 +120,8 @@ def dashboard(store: ArtifactStore) -> str:
 
 
 def open_artifact_store(params) -> ArtifactStore:
-    location = params.store
-    if not location.startswith("s3://") and not Path(location).is_absolute():
+    location = params.store  # validated: a directory, file:// or s3://
+    if "://" not in location and not Path(location).is_absolute():
         location = str(Path(params.repo) / location)
     return open_store(location, endpoint_url=params.s3_endpoint_url)
 

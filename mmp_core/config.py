@@ -167,6 +167,8 @@ def describe_fields(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 PARAMS_NAME = "params.yaml"
+# Everything params.yaml may hold: a misspelt section (`trian:`) would otherwise leave its stage on defaults.
+TOP_LEVEL_KEYS = ("methods", "seeds", "generate", "prepare", "pretrain", "train", "evaluate", "pipeline")
 # A folder holding one of these is the root of an mmp (DVC) project: where `dvc repro` runs the stages.
 PROJECT_MARKERS = ("dvc.yaml", PARAMS_NAME)
 
@@ -250,6 +252,17 @@ def read_params(path: str | Path) -> dict:
         raise ValueError(f"{path}: not valid YAML ({error})") from error
     if not isinstance(document, dict):
         raise ValueError(f"{path}: expected a mapping of sections at the top level")
+    unknown = [key for key in document if key not in TOP_LEVEL_KEYS]
+    if unknown:
+        import difflib
+
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(
+            f"{path}: unknown top-level key(s) {', '.join(hints)}; expected some of {', '.join(TOP_LEVEL_KEYS)}"
+        )
     return document
 
 
@@ -283,6 +296,9 @@ def load_params(
     return {name: validate_section(document, name, model, source) for name, model in sections.items()}
 
 
+MAX_RUN_ID = 128
+
+
 class PipelineParams(Section):
     """The Prefect flows' parameters (also the `pipeline` section of params.yaml). Validated before any work."""
 
@@ -312,13 +328,11 @@ class PipelineParams(Section):
     @field_validator("store")
     @classmethod
     def _store_location(cls, store: str) -> str:
-        if store.startswith("s3://"):
-            from mmp_core.s3 import S3Uri
-
-            S3Uri.parse(store)
-        elif not store:
+        if not store:
             raise ValueError("store must be a directory or an s3:// URI")
-        return store
+        from mmp_core.storage import validate_store_location
+
+        return validate_store_location(store)
 
     @field_validator("run_id")
     @classmethod
@@ -327,6 +341,8 @@ class PipelineParams(Section):
             from mmp_core.s3 import validate_key_part
 
             validate_key_part(run_id, "run id")
+            if len(run_id) > MAX_RUN_ID:  # a file name in the store, plus the temporary suffixes of atomic writes
+                raise ValueError(f"run id is {len(run_id)} characters long; at most {MAX_RUN_ID}")
         return run_id
 
     @model_validator(mode="after")

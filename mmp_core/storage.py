@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -436,15 +437,29 @@ class S3Store(ArtifactStore):
         self.client.download_file(self.uri.bucket, self._key(key), str(dest))
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/")
+
+
+def validate_store_location(location: str) -> str:
+    """`location` if it is a directory, `file://` path or `s3://bucket/prefix`; any other URL scheme (`http://`,
+    `gs://`, `S3://`) is refused here, before it could be taken for a relative directory named `http:`."""
+    match = _SCHEME.match(location)
+    if match and match.group(1) not in ("s3", "file"):
+        scheme = match.group(1)
+        hint = " (schemes are lower-case: s3://)" if scheme.lower() == "s3" else ""
+        raise ValueError(f"unsupported store location {location!r}: use a directory or s3://bucket/prefix{hint}")
+    if location.startswith("s3://"):
+        s3util.S3Uri.parse(location)
+    return location
+
+
 def open_store(location: str | os.PathLike, *, endpoint_url: str | None = None) -> ArtifactStore:
     """An `S3Store` for an s3:// URI (endpoint from `endpoint_url` or MMP_S3_ENDPOINT_URL), else a `LocalStore`."""
-    location = str(location)
+    location = validate_store_location(str(location))
     if location.startswith("s3://"):
         return S3Store(location, endpoint_url=endpoint_url)
     if location.startswith("file://"):
         location = location[len("file://") :]
-    if "://" in location:
-        raise ValueError(f"unsupported store location {location!r}: use a directory or an s3:// URI")
     return LocalStore(location)
 
 

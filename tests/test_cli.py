@@ -30,10 +30,11 @@ def test_every_option_of_every_command_has_help():
 
 
 def test_stage_help_lists_every_parameter_it_reads(capsys):
+    helps = {}
     for command, sections in (
         ("train", {"train": TrainParams}),
         ("evaluate", {"evaluate": EvaluateParams, "train": TrainParams}),
-        ("pretrain", {"pretrain": PretrainParams, "train": TrainParams}),
+        ("pretrain", {"pretrain": PretrainParams}),
     ):
         with pytest.raises(SystemExit):
             main([command, "--help"])
@@ -42,7 +43,8 @@ def test_stage_help_lists_every_parameter_it_reads(capsys):
             for line in describe_fields(model, section):
                 key = line.strip().split(" ")[0].rstrip(":")
                 assert key in text, f"mmp {command} --help does not list {key}"
-    assert "train.text_positions = null" in text and "pretrain.text_positions = 40" in text
+        helps[command] = text
+    assert "train.text_positions = null" in helps["train"] and "pretrain.text_positions = 40" in helps["pretrain"]
 
 
 @pytest.fixture

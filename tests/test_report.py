@@ -122,7 +122,7 @@ def publish(store, run_id, results, created_at, tmp_path, report=True):
     for method, metrics in results.items():
         path = tmp_path / f"{run_id}-{method}.json"
         path.write_text(json.dumps(metrics))
-        files[f"metrics/{method}.json"] = path
+        files[f"results/{method}/metrics.json"] = path  # where the pipeline publishes them
     if report:
         page = tmp_path / f"{run_id}-report.html"
         page.write_text(render_report(results, {"run_id": run_id}))

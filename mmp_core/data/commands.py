@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import argparse
 import json
 import os
@@ -202,6 +204,11 @@ def _print_summary(manifest: dict) -> None:
         if entry.get("dropped_labels"):
             line += f"  dropped labels: {entry['dropped_labels']}"
         print(line)
+        reasons = entry.get("natural_missing_reasons") or {}
+        if reasons:
+            counts = Counter(part for reason in reasons.values() for part in reason.split("; "))
+            examples = ", ".join(f"{i} ({r})" for i, r in list(reasons.items())[:3])
+            print(f"           why: {dict(counts.most_common())}; e.g. {examples}")
     missing = manifest["missing"]
     print(
         f"  missing tables: seed {missing['seed']}, {len(missing['scenarios'])} scenarios per split in {missing['dir']}/"

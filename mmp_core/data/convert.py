@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections import Counter, deque
@@ -54,6 +55,9 @@ class Sample:
     image: bytes | None
     genres: list[str] | None = None
     dropped_labels: tuple[str, ...] = ()
+    # Why a modality is absent (natural missing), e.g. "image: no images/0001.jpeg", recorded per id in the
+    # manifest so that a broken download can be told from real missingness.
+    missing_reason: str | None = None
 
     def row(self, spec: DatasetSpec, split: str) -> dict:
         row = {
@@ -102,11 +106,15 @@ def read_json(path: Path, row: object = None, *, fatal: bool = False) -> object:
         raise BadSampleError("malformed_json", message, path=path, row=row) from None
 
 
-def _string_list(value: object, what: str, path: Path, row: object) -> list[str]:
-    """A list of strings from a string, a list of strings or null (natural missing text)."""
+def _string_list(value: object, what: str, path: Path, row: object, *, allow_string: bool = True) -> list[str]:
+    """A list of strings from a string (if `allow_string`), a list of strings or null (natural missing text)."""
     if value is None:
         return []
     if isinstance(value, str):
+        if not allow_string:
+            raise BadSampleError(
+                "malformed_json", f"field {what!r} must be a list of strings, got a string", path=path, row=row
+            )
         return [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
@@ -120,6 +128,42 @@ def read_image(path: Path, row: object) -> bytes:
     except ValueError as error:
         raise BadSampleError("corrupt_image", str(error), path=path, row=row) from None
     return data
+
+
+# An id becomes a file name: one path component of letters, digits, '_', '-' and inner dots (MM-IMDb's
+# '0374343', the embedded 'a000012', Hateful Memes' '42953'); never '..', a slash or an absolute path.
+_ID_GRAMMAR = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_-])?$")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp", ".gif", ".bmp", ".JPEG", ".JPG", ".PNG")
+
+
+def check_id(sample_id: str, path: object, row: object) -> str:
+    if not _ID_GRAMMAR.match(sample_id) or ".." in sample_id:
+        raise BadSampleError(
+            "unsafe_path",
+            f"id {sample_id!r} is not a plain file name (letters, digits, '_', '-', '.'; no '/' or '..')",
+            path=path,
+            row=row,
+        )
+    return sample_id
+
+
+def inside(root: Path, relative: str, what: str, path: object, row: object) -> Path:
+    """`root / relative`, refused unless it stays inside `root` once resolved (symlinks included): a data
+    root is a jail for every path built from the data."""
+    candidate = PurePosixPath(relative)
+    resolved = (root / relative).resolve()
+    if candidate.is_absolute() or ".." in candidate.parts or not resolved.is_relative_to(root.resolve()):
+        raise BadSampleError("unsafe_path", f"{what} {relative!r} points outside the dataset directory", path=path, row=row)
+    return root / relative
+
+
+def sibling_image(image_path: Path) -> Path | None:
+    """Another file with the same stem and an image suffix beside an expected but absent image."""
+    for suffix in IMAGE_SUFFIXES:
+        other = image_path.with_suffix(suffix)
+        if other != image_path and other.is_file():
+            return other
+    return None
 
 
 def _has_text(texts: list[str]) -> bool:
@@ -163,6 +207,11 @@ class MMIMDbLayout:
     def tasks(self, split: str) -> Iterator[Task | BadSampleError]:
         for position, sample_id in enumerate(self.splits[split]):
             where = (self.split_path, f"{split}[{position}], id {sample_id}")
+            try:
+                check_id(sample_id, *where)  # before any path is built from it
+            except BadSampleError as error:
+                yield error
+                continue
             yield Task(sample_id, where, lambda i=sample_id, w=where: self.load(split, i, w))
 
     def load(self, split: str, sample_id: str, where: tuple) -> Sample:
@@ -181,7 +230,7 @@ class MMIMDbLayout:
         genres = record.get("genres")
         if not isinstance(genres, list) or not all(isinstance(g, str) for g in genres):
             raise BadSampleError("malformed_json", "field 'genres' must be a list of strings", path=label_path, row=row)
-        texts = _string_list(record.get("plot"), "plot", label_path, row)
+        texts = _string_list(record.get("plot"), "plot", label_path, row, allow_string=False)
         label = [0] * self.spec.num_labels
         kept, dropped = [], []
         for genre in genres:
@@ -199,8 +248,24 @@ class MMIMDbLayout:
                     row=row,
                 )
         image_path = self.root / "images" / f"{sample_id}.jpeg"
-        image = read_image(image_path, row) if image_path.is_file() else None
-        sample = Sample(sample_id, texts, label, image, kept, tuple(dropped))
+        reasons = []
+        if image_path.is_file():
+            image = read_image(image_path, row)
+        else:
+            other = sibling_image(image_path)
+            if other is not None:
+                raise BadSampleError(
+                    "missing_image",
+                    f"images/{sample_id}.jpeg does not exist, but images/{other.name} does: MM-IMDb images are "
+                    "<id>.jpeg (rename or convert it)",
+                    path=label_path,
+                    row=row,
+                )
+            image = None
+            reasons.append(f"image: no images/{sample_id}.jpeg")
+        if not _has_text(texts):
+            reasons.append("text: no plot" if record.get("plot") is None else "text: empty plot")
+        sample = Sample(sample_id, texts, label, image, kept, tuple(dropped), "; ".join(reasons) or None)
         return _require_content(sample, label_path, row)
 
 
@@ -241,12 +306,14 @@ class Food101Layout:
         path = PurePosixPath(entry)
         name = path.name
         label_name = path.parent.name if path.parent.name else name.rsplit("_", 1)[0]
+        for part in (name, label_name):
+            check_id(part, *where)
         if label_name not in self.class_index:
             raise BadSampleError(
                 "unknown_label", f"unknown class {label_name!r} (not in class_idx.json)", path=where[0], row=where[1]
             )
         folder = "test" if split == self.spec.test_split else "train"
-        image_path = self.root / "images" / folder / label_name / name
+        image_path = inside(self.root, f"images/{folder}/{label_name}/{name}", "image", *where)
         if not image_path.is_file():
             raise BadSampleError(
                 "missing_image",
@@ -257,7 +324,10 @@ class Food101Layout:
         image = read_image(image_path, f"{split} {name}")
         title = self.titles.get(name, self.titles.get(entry))
         texts = _string_list(title, f"text.json[{name!r}]", self.text_path, name)
-        return Sample(name, texts, self.class_index[label_name], image)
+        reason = None
+        if not _has_text(texts):
+            reason = "text: no text.json entry" if name not in self.titles and entry not in self.titles else "text: empty title"
+        return Sample(name, texts, self.class_index[label_name], image, missing_reason=reason)
 
 
 class HateMemesLayout:
@@ -329,6 +399,7 @@ class HateMemesLayout:
             raise BadSampleError("malformed_json", "field 'id' must be a string or an integer", path=path, row=row)
         sample_id = str(sample_id)
         row = f"{row}, id {sample_id}"
+        check_id(sample_id, path, row)
         check_label(record["label"], self.spec, path, row)
         text = record.get("text")
         if text is not None and not isinstance(text, str):
@@ -340,15 +411,28 @@ class HateMemesLayout:
             )
         texts = [text] if text else []
         label = record["label"]
+        image_path = inside(self.root, image, "field 'img'", path, row) if image else None
 
         def load() -> Sample:
-            data = None
-            if image:
-                image_path = self.root / image
+            data, reasons = None, []
+            if image_path is not None:
                 if not image_path.is_file():
                     raise BadSampleError("missing_image", f"listed image {image} does not exist", path=path, row=row)
                 data = read_image(image_path, row)
-            return _require_content(Sample(sample_id, texts, label, data), path, row)
+            else:
+                usual = sibling_image(self.root / "img" / f"{sample_id}.png") or self.root / "img" / f"{sample_id}.png"
+                if usual.is_file():
+                    raise BadSampleError(
+                        "missing_image",
+                        f"no 'img' field (natural missing?) but img/{usual.name} exists: name it in the line",
+                        path=path,
+                        row=row,
+                    )
+                reasons.append("image: no img field" if "img" not in record else "image: empty img field")
+            if not texts:
+                reasons.append("text: no text field" if "text" not in record else "text: empty text")
+            sample = Sample(sample_id, texts, label, data, missing_reason="; ".join(reasons) or None)
+            return _require_content(sample, path, row)
 
         return Task(sample_id, (path, row), load)
 
@@ -485,6 +569,7 @@ class SplitReport:
     skipped: Counter = field(default_factory=Counter)
     dropped_labels: Counter = field(default_factory=Counter)
     examples: list = field(default_factory=list)
+    missing_reasons: dict = field(default_factory=dict)  # id -> why a modality is absent
 
 
 def _convert_split(
@@ -510,6 +595,8 @@ def _convert_split(
             has_image.append(item.image is not None)
             texts.append(" ".join(item.texts).strip())
             ids.append(item.id)
+            if item.missing_reason:
+                report.missing_reasons[item.id] = item.missing_reason
             if len(rows) >= batch_rows:
                 writer.write_rows(rows)
                 rows = []
@@ -527,6 +614,7 @@ def _convert_split(
         "bytes": path.stat().st_size,
         "sha256": writer.sha256,
         "natural_missing": {"text": int((natural == 1).sum()), "image": int((natural == 2).sum())},
+        "natural_missing_reasons": dict(report.missing_reasons),
         "skipped": {kind: report.skipped[kind] for kind in BAD_SAMPLE_KINDS if report.skipped[kind]},
         "dropped_labels": dict(sorted(report.dropped_labels.items())),
     }

@@ -13,6 +13,7 @@ BAD_SAMPLE_KINDS = (
     "no_sample",  # the split lists an id that has no sample record
     "duplicate_id",  # an id seen before (in this split or another)
     "no_content",  # neither image nor text: 'both missing' cannot be represented
+    "unsafe_path",  # an id or file field that would leave the data root ('../x', '/etc/x', 'a/b' for an id)
 )
 
 
