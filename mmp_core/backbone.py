@@ -169,7 +169,7 @@ def load_backbone(
 
 
 def interpolate_text_positions(model: ViltModel, positions: int) -> None:
-    """Stretch the frozen text position table (P, H) linearly to (positions, H) (spec §1).
+    """Stretch the frozen text position table (P, H) linearly to (positions, H) (docs/method.md §1).
 
     ViLT-B/32 was pretrained with 40 text positions; MM-IMDb plots need far more. The same number of positions
     is a no-op; fewer is refused (a shorter text simply uses the first positions, no change needed).

@@ -30,7 +30,7 @@ class ScenarioParams(Section):
 
 
 class ImageParams(Section):
-    """Resize: shorter side, longer side cap, both rounded down to multiples of the patch size (spec §6)."""
+    """Resize: shorter side, longer side cap, both rounded down to multiples of the patch size (docs/method.md §6)."""
 
     shorter_side: int = Field(384, gt=0, description="the shorter image side is scaled to this")
     longer_side: int = Field(640, gt=0, description="cap of the longer side")
@@ -68,7 +68,7 @@ class PretrainParams(Section):
 
 
 class TrainParams(Section):
-    """Prompt training (spec §6 defaults; the embedded params.yaml scales them to 2 CPU cores)."""
+    """Prompt training (docs/method.md §6 defaults; the embedded params.yaml scales them to 2 CPU cores)."""
 
     backbone: str = Field(
         "models/backbone",
@@ -79,7 +79,7 @@ class TrainParams(Section):
     text_positions: int | None = Field(
         None,
         gt=2,
-        description="stretch the backbone's text position table to this many positions (spec §1), needed when "
+        description="stretch the backbone's text position table to this many positions (docs/method.md §1), needed when "
         "max_text_len exceeds the backbone's positions; unset: the checkpoint's own table",
     )
     image: ImageParams = ImageParams()

@@ -25,7 +25,7 @@ def backbone_for(params: TrainParams):
         raise ValueError(
             f"train.max_text_len {params.max_text_len} exceeds the {positions} text positions of backbone "
             f"{params.backbone!r}: set train.text_positions: {params.max_text_len} to stretch its position table "
-            f"(linear interpolation, spec §1), or lower train.max_text_len to {positions}"
+            f"(linear interpolation, docs/method.md §1), or lower train.max_text_len to {positions}"
         )
     return backbone
 

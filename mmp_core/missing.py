@@ -1,4 +1,4 @@
-"""Missing-modality scenarios and per-sample missing tables (spec §2, §4).
+"""Missing-modality scenarios and per-sample missing tables (docs/method.md §2, §4).
 
 A table holds one missing type per row of a split: 0 complete, 1 text missing, 2 image missing (never both).
 

@@ -1,7 +1,7 @@
 """Prompt training with DeepSpeed over a frozen ViLT.
 
 One process or several (gloo on the CPU, NCCL on GPUs): launch `mmp train` directly, or under `torchrun` /
-the `deepspeed` launcher with `-m mmp_core.cli train ...`. The loop follows spec §6: AdamW on the trainable
+the `deepspeed` launcher with `-m mmp_core.cli train ...`. The loop follows docs/method.md §6: AdamW on the trainable
 parameters only (no decay on biases and norms, prompts decayed), linear warmup then linear decay, an effective
 batch reached by gradient accumulation, validation several times per epoch under the val missing setting,
 and the best adapter by the dataset's metric.
@@ -39,6 +39,7 @@ from mmp_core.progress import Progress
 from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 
 ADAPTER_DIR = "adapter"
+BEST_ADAPTER = "best-adapter"  # inside the checkpoint folder
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUMMARY_NAME = "train_summary.json"
 
@@ -130,7 +131,7 @@ def deepspeed_config(path: str | Path, params: TrainParams, world_size: int) -> 
         train_batch_size=params.effective_batch_size,
     )
     if "optimizer" in config or "scheduler" in config:
-        raise ValueError(f"{path}: the optimizer and scheduler are built by mmp (spec §6); remove them")
+        raise ValueError(f"{path}: the optimizer and scheduler are built by mmp (docs/method.md §6); remove them")
     return config
 
 
@@ -308,13 +309,17 @@ def train(
             progress.update(1, loss=loss.item(), lr=scheduler.get_last_lr()[0])
             step_in_epoch = state.micro_step_in_epoch // accumulation
             if step_in_epoch in val_points:
-                _validate(engine, model, data, params, state, metric_name, method, fingerprint, out_dir, live)
+                _validate(
+                    engine, model, data, params, state, metric_name, method, fingerprint, out_dir, checkpoint_dir, live
+                )
                 if step_in_epoch == steps_per_epoch:  # the epoch is done: the checkpoint points at the next
                     state.epoch, state.micro_step_in_epoch = epoch + 1, 0
                 _save_checkpoint(engine, checkpoint_dir, state, fingerprint, params.keep_checkpoints, rank)
         state.epoch, state.micro_step_in_epoch = epoch + 1, 0
     progress.close()
 
+    if rank == 0:
+        _ensure_adapter(state, checkpoint_dir, out_dir)
     summary = _finish(model, state, params, method, metric_name, fingerprint, data, world_size, rank, out_dir)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["train_samples_per_second_this_run"] = round(samples_seen / max(summary["seconds"], 1e-9), 2)
@@ -328,7 +333,9 @@ def train(
     return summary
 
 
-def _validate(engine, model, data, params, state, metric_name, method, fingerprint, out_dir, live) -> None:
+def _validate(
+    engine, model, data, params, state, metric_name, method, fingerprint, out_dir, checkpoint_dir, live
+) -> None:
     scores, labels = predict(
         engine,
         data.val_dataset,
@@ -348,7 +355,9 @@ def _validate(engine, model, data, params, state, metric_name, method, fingerpri
         state.best_sanity = sanity_check(data.task, scores, labels, prior)
     if torch.distributed.get_rank() == 0:
         if improved:
-            staged = out_dir / f".{ADAPTER_DIR}.staged"
+            # The best adapter is written into the checkpoint folder first: a run that is killed and resumed
+            # (even with another --out, or after DVC removed the stage's outputs) still has it to deliver.
+            staged = checkpoint_dir / f".{BEST_ADAPTER}.staged"
             shutil.rmtree(staged, ignore_errors=True)
             model.save_pretrained(
                 staged,
@@ -366,7 +375,8 @@ def _validate(engine, model, data, params, state, metric_name, method, fingerpri
                     "inputs": input_settings(params),
                 },
             )
-            replace_dir(staged, out_dir / ADAPTER_DIR)
+            replace_dir(staged, checkpoint_dir / BEST_ADAPTER)
+            _deliver_adapter(checkpoint_dir, out_dir)
         if live is not None:
             for name, metric_value in metrics.items():
                 live.log_metric(f"val/{name}", metric_value)
@@ -386,6 +396,35 @@ def input_settings(params: TrainParams) -> dict:
 
 def model_dtype(engine) -> torch.dtype:
     return torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
+
+
+def _deliver_adapter(checkpoint_dir: Path, out_dir: Path) -> None:
+    """Copy the best adapter from the checkpoint folder into `out_dir/adapter` (atomically)."""
+    staged = out_dir / f".{ADAPTER_DIR}.staged"
+    shutil.rmtree(staged, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(checkpoint_dir / BEST_ADAPTER, staged)
+    replace_dir(staged, out_dir / ADAPTER_DIR)
+
+
+def _adapter_step(adapter_dir: Path) -> int | None:
+    try:
+        return json.loads((adapter_dir / "adapter_config.json").read_text())["training"]["step"]
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+def _ensure_adapter(state: LoopState, checkpoint_dir: Path, out_dir: Path) -> None:
+    """The summary will name `out_dir/adapter`: make sure it is the best step's, from the checkpoint if need be."""
+    if _adapter_step(out_dir / ADAPTER_DIR) == state.best_step:
+        return
+    if _adapter_step(checkpoint_dir / BEST_ADAPTER) == state.best_step:
+        _deliver_adapter(checkpoint_dir, out_dir)
+        return
+    raise RuntimeError(
+        f"the best adapter (step {state.best_step}) is neither in {out_dir / ADAPTER_DIR} nor in "
+        f"{checkpoint_dir / BEST_ADAPTER}; delete {checkpoint_dir} and train again"
+    )
 
 
 def _open_live(out_dir: Path, resume: bool):

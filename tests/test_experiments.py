@@ -25,7 +25,7 @@ TINY = {
     "prepare": {"dataset": "embedded", "raw": "data/raw/embedded", "vocab_size": 256, "missing_rates": [0.0, 0.7, 1.0]},
     "seeds": [0],
     "train": {
-        "backbone": "backbones/mmp-small-scenes",
+        "backbone": "backbones/embedded",
         "max_text_len": 40,
         "image": TINY_IMAGE,
         "epochs": 1,

@@ -41,7 +41,7 @@ TINY_PARAMS = {
     },
     "seeds": [0],
     "train": {
-        "backbone": "backbones/mmp-small-scenes",  # the shipped one (copied with the tracked files)
+        "backbone": "backbones/embedded",  # the shipped one (copied with the tracked files)
         "max_text_len": 40,
         "image": TINY_IMAGE,
         "prompt_length": 6,

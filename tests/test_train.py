@@ -135,14 +135,23 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(workspace):
     assert not (workspace / "killed" / "train_summary.json").exists(), "the run was killed before it finished"
     first_tag = (checkpoints / "latest").read_text().strip()
 
-    result = run_mmp(train_args(workspace, "input", "killed", params), workspace)
+    # Resume into another output folder, the first one gone (as `dvc repro` removes a stage's outputs): the
+    # best adapter so far lives in the checkpoint and is delivered even if no later step beats it.
+    shutil.rmtree(workspace / "killed", ignore_errors=True)
+    args = train_args(workspace, "input", "resumed", params)
+    args[args.index("--checkpoint-dir") + 1] = str(checkpoints)
+    result = run_mmp(args, workspace)
     assert "resuming at step" in result.stdout
     whole = json.loads((workspace / "whole" / "train_summary.json").read_text())
-    resumed = json.loads((workspace / "killed" / "train_summary.json").read_text())
+    resumed = json.loads((workspace / "resumed" / "train_summary.json").read_text())
+    assert resumed["adapter"] == str(workspace / "resumed" / "adapter")
+    config = json.loads((workspace / "resumed" / "adapter" / "adapter_config.json").read_text())
+    assert config["training"]["step"] == resumed["best_step"]
+    assert not checkpoints.exists(), "scratch goes once the adapter is delivered"
     assert int(first_tag.removeprefix("step")) < resumed["steps"], "killed mid-run, not at the end"
     assert resumed["history"] == whole["history"]
     assert resumed["best_step"] == whole["best_step"]
-    expected, actual = adapter_tensors(workspace / "whole"), adapter_tensors(workspace / "killed")
+    expected, actual = adapter_tensors(workspace / "whole"), adapter_tensors(workspace / "resumed")
     assert expected.keys() == actual.keys()
     for name in expected:
         assert torch.equal(expected[name], actual[name]), f"{name} differs after resume"

@@ -1,4 +1,4 @@
-"""Arrow IPC files (the reference implementation's format, spec §5): schema, streaming writer, reader.
+"""Arrow IPC files (the reference implementation's format, docs/data.md): schema, streaming writer, reader.
 
 One file per split, `{dataset}_{split}.arrow`, Arrow IPC *file* format, one row per sample:
   * `image` binary: the encoded image (JPEG/PNG) as stored on disk; null when the sample has no image;

@@ -1,6 +1,6 @@
 """`mmp prepare`: raw dataset layouts (or the reference's arrow files) -> a prepared directory.
 
-Raw layouts (spec §5):
+Raw layouts (docs/data.md):
   * MM-IMDb (and the embedded dataset): `images/<id>.jpeg`, `labels/<id>.json` (`plot`: list of strings,
     `genres`: list of strings), `split.json` (`train`/`dev`/`test` id lists). An id whose image file is absent
     is a sample without image (natural missing); an id without `labels/<id>.json` is an error.

@@ -173,7 +173,7 @@ class DatasetSpec:
         primary_metric: the model-selection metric (`f1_macro`, `accuracy`, `auroc`).
         layout: raw layout read by `mmp prepare` (`mmimdb`, `food101`, `hatememes`).
         text_column: arrow column holding the text, a list of strings (`plots` or `text`).
-        max_text_len: default text length in tokens (spec §1).
+        max_text_len: default text length in tokens (docs/method.md §1).
         ignored_labels: raw label names that are dropped (counted in the manifest) instead of rejected.
     """
 

@@ -21,7 +21,7 @@ IMAGE_STD = (0.5, 0.5, 0.5)
 
 @dataclass(frozen=True)
 class ImageConfig:
-    """Resize rule (spec §6): scale the shorter side to `shorter_side`, cap the longer side at `longer_side`,
+    """Resize rule (docs/method.md §6): scale the shorter side to `shorter_side`, cap the longer side at `longer_side`,
     round both down to multiples of `patch_size`. ViLT-B/32: 384 / 640 / 32."""
 
     shorter_side: int = 384
@@ -139,7 +139,7 @@ def load_pixels(data: bytes, config: ImageConfig) -> np.ndarray:
 
 
 def missing_pixels(data: bytes | None, config: ImageConfig) -> np.ndarray:
-    """The 'missing image' input (spec §2): ones in normalised space with the resized image's shape, or a
+    """The 'missing image' input (docs/method.md §2): ones in normalised space with the resized image's shape, or a
     square of the shorter side when there is no image at all."""
     if data:
         height, width = config.output_size(*image_size(data))

@@ -115,7 +115,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
         split: split name (e.g. `train`, `dev`/`val`, `test`).
         tokenizer: from `build_tokenizer`.
         image_config: resize rule; default `default_image_config(dataset)`.
-        max_text_len: tokens per text (truncated / padded); default the dataset's (spec §1).
+        max_text_len: tokens per text (truncated / padded); default the dataset's (docs/method.md §1).
         missing: per-row missing types (N,) of 0/1/2, e.g. `missing_table(...)`, or a constant array to feed
             every sample as one variant. Natural missing always wins: a row without image is image-missing and a
             row without text is text-missing, whatever the table says. None = only natural missing.

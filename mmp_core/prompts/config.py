@@ -11,7 +11,7 @@ from mmp_core.missing import COMPLETE, IMAGE_MISSING, TEXT_MISSING  # noqa: F401
 PROMPT_TYPES = ("input", "attention", "none")
 TASKS = ("multilabel", "multiclass", "binary")
 PROMPT_INITS = ("reference", "normal")
-# Missing types fed to the model per sample select its prompts; "both missing" never occurs (spec §2).
+# Missing types fed to the model per sample select its prompts; "both missing" never occurs (docs/method.md §2).
 NUM_MISSING_TYPES = 3
 
 
@@ -25,7 +25,7 @@ class MissingAwarePromptConfig:
         prompt_length: prompt tokens per layer and missing type (L). Attention-level splits it into L/2 keys
             and L/2 values, so it must be even there.
         prompt_layers: indices of the encoder layers that get prompts, ascending.
-        prompt_init: `reference` (zeros with one row of ones per missing type, spec §3) or `normal` (N(0, 0.02)).
+        prompt_init: `reference` (zeros with one row of ones per missing type, docs/method.md §3) or `normal` (N(0, 0.02)).
         task: `multilabel` (sigmoid/BCE), `multiclass` (softmax/CE) or `binary` (softmax over 2 logits).
         num_labels: output size of the head; 2 for `binary`.
     """
