@@ -47,6 +47,32 @@ def atomic_write_json(path: str | os.PathLike, data: object) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def staging_dir(out_dir: str | os.PathLike) -> Path:
+    """A fresh folder beside `out_dir` to build it in (`.<name>.tmp-<pid>-*`), for `replace_dir` to put in place.
+
+    Staging folders left by processes that no longer run (a killed `mmp prepare`) are removed first, so they
+    never pile up; those of a live process (another run building the same folder) are left alone."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        pid = leftover.name.removeprefix(f".{out_dir.name}.tmp-").split("-", 1)[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-{os.getpid()}-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def replace_dir(staged: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Put a fully written directory `staged` in place of `target`.
 

@@ -167,6 +167,7 @@ class ArtifactStore(ABC):
         stale = set(self._list(self._run_key(run_id))) - {self._run_key(run_id, k) for k in expanded}
         if stale:
             self._delete(sorted(stale))
+        self._remove_partial_files(self._run_key(run_id))
         entries = []
         for key in sorted(expanded):
             size, checksum = self._put_file(self._run_key(run_id, key), expanded[key])
@@ -181,6 +182,10 @@ class ArtifactStore(ABC):
         }
         self._write_manifest(run_id, manifest)
         return manifest
+
+    def _remove_partial_files(self, prefix: str) -> None:
+        """Remove what an interrupted upload left under `prefix` (S3: nothing; an aborted upload leaves no object)."""
+        return None
 
     def _write_manifest(self, run_id: str, manifest: dict) -> None:
         self._put_bytes(self._run_key(run_id, MANIFEST_NAME), _dumps(manifest))
@@ -344,6 +349,13 @@ class LocalStore(ArtifactStore):
             return self._path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
+
+    def _remove_partial_files(self, prefix: str) -> None:
+        """`.part` files of an upload that was killed: invisible to readers, but never left in a published run."""
+        base = self._path(prefix)
+        if base.is_dir():
+            for partial in base.rglob(".*.part"):
+                partial.unlink(missing_ok=True)
 
     def _list(self, prefix: str) -> list[str]:
         base = self._path(prefix)

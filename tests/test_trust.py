@@ -7,6 +7,7 @@ store URLs that are not stores, run ids that cannot be stored."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -173,3 +174,32 @@ def test_run_ids_too_long_for_a_store_fail_before_any_work(tmp_path):
     assert result.returncode == 2
     assert "run id is 200 characters long" in result.stderr and "unsupported store location 'gs://x/y'" in result.stderr
     assert not (tmp_path / "store").exists()
+
+
+# ---------------------------------------------------------------------------------------------- nothing left behind
+def test_staging_folders_of_killed_runs_are_cleaned_by_the_next_run(tmp_path):
+    raw = tmp_path / "raw"
+    make_mmimdb(raw)
+    dead = tmp_path / ".out.tmp-999999999-abc"  # no such process
+    dead.mkdir()
+    (dead / "half.arrow").write_bytes(b"x")
+    legacy = tmp_path / ".out.tmp-xyz"  # an older mmp's staging folder, no pid
+    legacy.mkdir()
+    live = tmp_path / f".out.tmp-{os.getpid()}-def"  # a running process's: left alone
+    live.mkdir()
+    prepare("mmimdb", tmp_path / "out", raw_dir=raw)
+    assert not dead.exists() and not legacy.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == [live.name]
+
+
+def test_partial_uploads_never_stay_in_a_published_run(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    source = tmp_path / "a.json"
+    source.write_text("{}")
+    partial = tmp_path / "store" / "runs" / "r1" / "results" / ".a.json.xyz.part"  # a killed earlier attempt
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"half")
+    store.publish_run("r1", {"results/a.json": source}, {})
+    assert not partial.exists()
+    files = {p.name for p in (tmp_path / "store" / "runs" / "r1").rglob("*") if p.is_file()}
+    assert files == {"a.json", "manifest.json"}

@@ -41,7 +41,7 @@ from mmp_core.data.errors import BAD_SAMPLE_KINDS, BadSampleError, DataError
 from mmp_core.data.images import check_image
 from mmp_core.data.prepared import MANIFEST_FORMAT, MANIFEST_NAME
 from mmp_core.data.vocab import VOCAB_NAME, build_vocab, write_vocab
-from mmp_core.fileio import atomic_write_json
+from mmp_core.fileio import atomic_write_json, replace_dir, staging_dir
 
 ON_BAD_SAMPLE = ("fail", "skip")
 MAX_SKIPPED_EXAMPLES = 20
@@ -630,17 +630,6 @@ def dataset_fingerprint(name: str, ids: dict[str, list[str]]) -> str:
     return digest.hexdigest()
 
 
-def _swap_into_place(tmp_dir: Path, out_dir: Path) -> None:
-    """Replace `out_dir` by the finished `tmp_dir` (both in the same parent) with renames only."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-        os.replace(out_dir, old / "data")
-    os.replace(tmp_dir, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def prepare(
     dataset: str,
     out_dir: str | Path,
@@ -679,7 +668,7 @@ def prepare(
     spec = layout.spec
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    tmp_dir = staging_dir(out_dir)
     try:
         seen: dict[str, str] = {}
         files, natural, ids, examples = {}, {}, {}, []
@@ -735,7 +724,7 @@ def prepare(
             from mmp_core.data.prepared import load_prepared
 
             import_reference_tables(load_prepared(tmp_dir), reference)
-        _swap_into_place(tmp_dir, out_dir)
+        replace_dir(tmp_dir, out_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise

@@ -36,6 +36,7 @@ import numpy as np
 
 from mmp_core.data import drawing
 from mmp_core.data.datasets import EMBEDDED_GENRES
+from mmp_core.fileio import replace_dir, staging_dir
 
 SPLIT_CODES = {"train": 1, "dev": 2, "test": 3}
 
@@ -196,7 +197,7 @@ def generate_embedded(out_dir: str | Path, cfg: GenerateConfig = GenerateConfig(
     """Write the embedded dataset to `out_dir` (replaced atomically). Returns {split: count}."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    tmp = staging_dir(out_dir)
     try:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
@@ -220,13 +221,7 @@ def generate_embedded(out_dir: str | Path, cfg: GenerateConfig = GenerateConfig(
             json.dumps({"generator": "mmp embedded", "genres": list(EMBEDDED_GENRES), **asdict(cfg)}, indent=2) + "\n",
             encoding="utf-8",
         )
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-            os.replace(out_dir, old / "data")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
