@@ -38,7 +38,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
     run_id = params.run_id or new_run_id(versions)
     bundle = assemble(params.repo, store, params, run_id, versions)
     manifest = publish(store, bundle)
-    pointer = promote(store, bundle)
+    pointer, decision = promote(store, bundle)
     dashboard_url = dashboard(store)
     if params.push:
         dvc_push(params.repo)
@@ -59,7 +59,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
             if (r.get("sanity") or {}).get("warnings")
         },
         "metric": metric,
-        "decision": bundle.decision.reason,
+        "decision": decision.reason,
         "report": store.url_for(f"runs/{run_id}/report.html"),
         "dashboard": dashboard_url,
         "files": len(manifest["files"]),

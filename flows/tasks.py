@@ -16,9 +16,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mmp_core.publish import RunBundle, Versions, assemble_run, project_versions, promote_if_better
+from mmp_core.publish import RunBundle, Versions, assemble_run, project_versions
+from mmp_core.publish import promote as promote_run
 from mmp_core.report import write_dashboard
-from mmp_core.storage import ArtifactStore, open_store
+from mmp_core.storage import ArtifactStore, PromotionDecision, open_store
 
 
 def _environment() -> dict:
@@ -110,8 +111,9 @@ def publish(store: ArtifactStore, bundle: RunBundle) -> dict:
 
 
 @task(name="promote", cache_policy=NO_CACHE)
-def promote(store: ArtifactStore, bundle: RunBundle) -> dict | None:
-    return promote_if_better(store, bundle)
+def promote(store: ArtifactStore, bundle: RunBundle) -> tuple[dict | None, PromotionDecision]:
+    """Compare-and-swap on the champion pointer, judging again if another flow moved it meanwhile."""
+    return promote_run(store, bundle)
 
 
 @task(name="dashboard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

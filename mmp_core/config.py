@@ -296,9 +296,6 @@ def load_params(
     return {name: validate_section(document, name, model, source) for name, model in sections.items()}
 
 
-MAX_RUN_ID = 128
-
-
 class PipelineParams(Section):
     """The Prefect flows' parameters (also the `pipeline` section of params.yaml). Validated before any work."""
 
@@ -338,11 +335,9 @@ class PipelineParams(Section):
     @classmethod
     def _run_id_safe(cls, run_id: str | None) -> str | None:
         if run_id is not None:
-            from mmp_core.s3 import validate_key_part
+            from mmp_core.storage import validate_run_id
 
-            validate_key_part(run_id, "run id")
-            if len(run_id) > MAX_RUN_ID:  # a file name in the store, plus the temporary suffixes of atomic writes
-                raise ValueError(f"run id is {len(run_id)} characters long; at most {MAX_RUN_ID}")
+            validate_run_id(run_id)  # the store's own rule, checked before any work
         return run_id
 
     @model_validator(mode="after")

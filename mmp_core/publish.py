@@ -23,6 +23,7 @@ from mmp_core.report import load_run_results, render_report
 from mmp_core.seeds import SEEDS_DIR
 from mmp_core.storage import (
     ArtifactStore,
+    ChampionMovedError,
     PromotionDecision,
     build_run_metadata,
     decide_promotion,
@@ -109,6 +110,8 @@ class RunBundle:
     results: dict[str, dict]
     promote_method: str
     report_path: Path
+    tolerance: float = 0.01  # the promotion rule's, kept to judge again if the champion moves
+    require_learning: bool = True
 
 
 def assemble_run(
@@ -125,23 +128,8 @@ def assemble_run(
     """Compare the new results with the champion, render the report, and list the files to publish."""
     repo = Path(repo)
     results = collect_results(repo, methods)
-    challenger = results[promote_method]
     champion = store.get_champion()
-    champion_results = load_run_results(store, champion["run_id"]) if champion else {}
-    decision = decide_promotion(
-        champion_results.get(promote_method),
-        challenger,
-        metric=challenger["primary_metric"],
-        headline=challenger["headline"],
-        tolerance=tolerance,
-    )
-    learning_warnings = (challenger.get("sanity") or {}).get("warnings") or []
-    if decision.promote and learning_warnings and require_learning:
-        # A model that predicts one answer everywhere (or no better than the label prior) is published, so
-        # that it can be looked at, but never becomes the champion, however it compares.
-        decision = replace(
-            decision, promote=False, reason="not promoted: the model does not learn: " + "; ".join(learning_warnings)
-        )
+    decision = judge(store, champion, results[promote_method], tolerance, require_learning)
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     metadata = build_run_metadata(
         results,
@@ -183,16 +171,69 @@ def assemble_run(
     missing = [str(path) for path in files.values() if not path.exists()]
     if missing:
         raise FileNotFoundError(f"cannot publish run {run_id}: missing {', '.join(missing)}")
-    return RunBundle(run_id, files, metadata, decision, results, promote_method, report_path)
+    return RunBundle(
+        run_id, files, metadata, decision, results, promote_method, report_path, tolerance, require_learning
+    )
+
+
+def judge(
+    store: ArtifactStore, champion: dict | None, challenger: dict, tolerance: float, require_learning: bool
+) -> PromotionDecision:
+    """The promotion rule for `challenger` (a method's metrics.json) against the champion pointer `champion`.
+
+    A champion whose stored results fail their checksums raises (never "no champion"). A challenger flagged
+    as not learning is not promoted when `require_learning`."""
+    champion_results = load_run_results(store, champion["run_id"]) if champion else {}
+    method = challenger.get("method")
+    if champion and method not in champion_results:
+        raise ValueError(f"champion {champion['run_id']!r} has no results for method {method!r} in the store")
+    decision = decide_promotion(
+        champion_results.get(method),
+        challenger,
+        metric=challenger["primary_metric"],
+        headline=challenger["headline"],
+        tolerance=tolerance,
+    )
+    learning_warnings = (challenger.get("sanity") or {}).get("warnings") or []
+    if decision.promote and learning_warnings and require_learning:
+        # A model that predicts one answer everywhere (or no better than the label prior) is published, so
+        # that it can be looked at, but never becomes the champion, however it compares.
+        decision = replace(
+            decision, promote=False, reason="not promoted: the model does not learn: " + "; ".join(learning_warnings)
+        )
+    return decision
+
+
+def promote(store: ArtifactStore, bundle: RunBundle, attempts: int = 5) -> tuple[dict | None, PromotionDecision]:
+    """Apply the decision as a compare-and-swap on the champion pointer: (new pointer or None, final decision).
+
+    The decision was made against the champion read when the run was assembled. If another flow has moved the
+    pointer since (or it vanished), the run is judged again against the champion there is now, and the write
+    succeeds only if the pointer is still the one judged against."""
+    decision, expected = bundle.decision, bundle.metadata.get("champion_before")
+    challenger = bundle.results[bundle.promote_method]
+    for _ in range(attempts):
+        current = store.get_champion()
+        found = current["run_id"] if current else None
+        if found != expected:
+            decision = judge(store, current, challenger, bundle.tolerance, bundle.require_learning)
+            decision = replace(decision, reason=f"{decision.reason} (judged again: the champion moved to {found!r})")
+            expected = found
+        if not decision.promote:
+            return None, decision
+        try:
+            pointer = store.set_champion(
+                bundle.run_id, headline_summary(challenger), reason=decision.reason, expected=expected
+            )
+            return pointer, decision
+        except ChampionMovedError as moved:
+            expected = moved.expected  # the next attempt sees the pointer has moved and judges again
+    raise RuntimeError(f"run {bundle.run_id}: the champion kept moving during {attempts} promotion attempts")
 
 
 def promote_if_better(store: ArtifactStore, bundle: RunBundle) -> dict | None:
-    """Point the champion at the run if the decision says so (one atomic write); the new pointer or None."""
-    if not bundle.decision.promote:
-        return None
-    return store.set_champion(
-        bundle.run_id, headline_summary(bundle.results[bundle.promote_method]), reason=bundle.decision.reason
-    )
+    """`promote` for callers that only need the new pointer (None if not promoted)."""
+    return promote(store, bundle)[0]
 
 
 def latest_run_metadata(store: ArtifactStore) -> dict | None:

@@ -18,6 +18,7 @@ Retries are the caller's concern (Prefect tasks); this module never retries beyo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -53,6 +54,19 @@ _CONTENT_TYPES = {
     ".png": "image/png",
     ".yaml": "application/yaml",
 }
+
+
+ANY = object()  # set_champion(expected=ANY): no compare-and-swap
+
+
+class ChampionMovedError(RuntimeError):
+    """The champion pointer changed between the promotion decision and its write."""
+
+    def __init__(self, expected: str | None, found: str | None):
+        self.expected, self.found = expected, found
+        super().__init__(
+            f"the champion moved from {expected!r} to {found!r} while this run was being judged; judge it again"
+        )
 
 
 def _now() -> str:
@@ -270,32 +284,46 @@ class ArtifactStore(ABC):
         data = self._get_bytes(CHAMPION_KEY)
         return json.loads(data) if data is not None else None
 
-    def set_champion(self, run_id: str, metrics: Mapping[str, Any], *, reason: str = "") -> dict:
+    def set_champion(
+        self, run_id: str, metrics: Mapping[str, Any], *, reason: str = "", expected: str | object | None = ANY
+    ) -> dict:
         """Make a published run the champion, appending it to the history; one atomic write of champion.json.
 
         `metrics` is what the dashboard plots: by convention `headline_summary(...)` of the promoted method
         ({"method", "primary_metric", "missing_type", "missing_rate", "value", ...}).
+
+        `expected`: the champion run id (None: no champion) the decision was made against. The write is a
+        compare-and-swap: if the pointer names another run by then (a concurrent flow promoted one), nothing is
+        written and `ChampionMovedError` is raised, so the caller judges again against the new champion.
         """
         if self.get_manifest(run_id, missing_ok=True) is None:
             raise FileNotFoundError(f"cannot make {run_id!r} the champion: it is not a published run")
-        current = self.get_champion() or {}
-        now = _now()
-        entry = {
-            "run_id": run_id,
-            "metrics": json.loads(json.dumps(dict(metrics), default=str)),
-            "reason": reason,
-            "promoted_at": now,
-        }
-        pointer = {
-            "run_id": run_id,
-            "metrics": entry["metrics"],
-            "reason": reason,
-            "updated_at": now,
-            "previous_run_id": current.get("run_id"),
-            "history": [*current.get("history", []), entry],
-        }
-        self._put_bytes(CHAMPION_KEY, _dumps(pointer))
+        with self._champion_transaction() as (data, commit):
+            current = json.loads(data) if data is not None else {}
+            if expected is not ANY and current.get("run_id") != expected:
+                raise ChampionMovedError(expected, current.get("run_id"))
+            now = _now()
+            entry = {
+                "run_id": run_id,
+                "metrics": json.loads(json.dumps(dict(metrics), default=str)),
+                "reason": reason,
+                "promoted_at": now,
+            }
+            pointer = {
+                "run_id": run_id,
+                "metrics": entry["metrics"],
+                "reason": reason,
+                "updated_at": now,
+                "previous_run_id": current.get("run_id"),
+                "history": [*current.get("history", []), entry],
+            }
+            commit(_dumps(pointer))
         return pointer
+
+    @abstractmethod
+    def _champion_transaction(self):
+        """A context manager yielding (current champion.json bytes or None, commit(data)); commit writes only if
+        the pointer is still what was read, else raises ChampionMovedError."""
 
     # ---- other store files (dashboard) ----
     def write_text(self, key: str, text: str) -> str:
@@ -349,6 +377,18 @@ class LocalStore(ArtifactStore):
             return self._path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
+
+    @contextlib.contextmanager
+    def _champion_transaction(self):
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f".{CHAMPION_KEY}.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # every writer of the pointer, in any process, takes it
+            try:
+                yield self._get_bytes(CHAMPION_KEY), lambda data: self._put_bytes(CHAMPION_KEY, data)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _remove_partial_files(self, prefix: str) -> None:
         """`.part` files of an upload that was killed: invisible to readers, but never left in a published run."""
@@ -433,6 +473,41 @@ class S3Store(ArtifactStore):
                 return None
             raise
         return response["Body"].read()
+
+    @contextlib.contextmanager
+    def _champion_transaction(self):
+        from botocore.exceptions import ClientError
+
+        key = self._key(CHAMPION_KEY)
+        try:
+            response = self.client.get_object(Bucket=self.uri.bucket, Key=key)
+            data, etag = response["Body"].read(), response["ETag"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404", "NotFound"):
+                raise
+            data, etag = None, None
+        found = json.loads(data).get("run_id") if data else None
+
+        def commit(new: bytes) -> None:
+            # S3 conditional writes: replace only the object that was read (If-Match its ETag), or create it
+            # only if there is still none (If-None-Match: *).
+            condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            try:
+                self.client.put_object(
+                    Bucket=self.uri.bucket,
+                    Key=key,
+                    Body=new,
+                    ContentType="application/json",
+                    Metadata={s3util.SHA256_METADATA_KEY: hashlib.sha256(new).hexdigest()},
+                    **condition,
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    now = self.get_champion()
+                    raise ChampionMovedError(found, now.get("run_id") if now else None) from None
+                raise
+
+        yield data, commit
 
     def _list(self, prefix: str) -> list[str]:
         root = self.uri.key(validate_key(prefix))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mmp_core.publish import Versions, assemble_run, promote_if_better
+from mmp_core.publish import Versions, assemble_run, promote, promote_if_better
 from mmp_core.report import load_run_results
 from mmp_core.seeds import aggregate_method
-from mmp_core.storage import open_store
+from mmp_core.storage import ChampionMovedError, open_store
 from tests.results_fixtures import metrics_document
 
 METHODS = ("baseline", "input")
@@ -92,3 +92,56 @@ def test_a_corrupt_champion_stops_the_run_instead_of_losing(tmp_path):
     stored.write_bytes(stored.read_bytes().replace(b"0.", b"9.", 1))  # one byte changed in the store
     with pytest.raises(ValueError, match=r"'results/input/metrics\.json' fails its checksum"):
         assemble(repo, store, "second")
+
+
+# ---------------------------------------------------------------------------------------------- promotion races
+def _racing_stores(kind: str, tmp_path, request):
+    if kind == "local":
+        return open_store(str(tmp_path / "store"))
+    bucket, endpoint = request.getfixturevalue("s3_bucket"), request.getfixturevalue("moto_server")
+    return open_store(f"s3://{bucket}/team", endpoint_url=endpoint)
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_two_flows_promoting_at_once_are_both_judged_against_the_champion_there_is(kind, tmp_path, request):
+    """Both runs are assembled against 'no champion'; the second to promote must be judged against the first."""
+    store = _racing_stores(kind, tmp_path, request)
+    better = make_repo(tmp_path / "better")
+    worse = make_repo(tmp_path / "worse")
+    for seed_dir in (worse / "results" / "input" / "seeds").iterdir():  # the same grid, 0.1 lower everywhere
+        path = seed_dir / "metrics.json"
+        document = json.loads(path.read_text())
+        for row in (*document["grid"], document["headline"]):
+            row["f1_macro"] -= 0.1
+        path.write_text(json.dumps(document))
+    aggregate_method(worse / "results" / "input", worse / "models" / "input", (0, 1))
+
+    first, second = assemble(better, store, "run-better"), assemble(worse, store, "run-worse")
+    assert first.decision.promote and second.decision.promote  # each saw no champion
+    for bundle in (first, second):
+        store.publish_run(bundle.run_id, bundle.files, bundle.metadata)
+    pointer, decision = promote(store, first)
+    assert pointer["run_id"] == "run-better" and pointer["previous_run_id"] is None
+    pointer, decision = promote(store, second)
+    assert pointer is None and not decision.promote
+    assert "judged again: the champion moved to 'run-better'" in decision.reason
+    assert store.get_champion()["run_id"] == "run-better"
+
+    # The write itself is a compare-and-swap: a stale expectation changes nothing.
+    with pytest.raises(ChampionMovedError, match="moved from None to 'run-better'"):
+        store.set_champion("run-worse", {"value": 0.0}, expected=None)
+    assert store.get_champion()["run_id"] == "run-better"
+
+
+def test_a_champion_that_vanished_is_not_judged_against(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    repo = make_repo(tmp_path / "repo")
+    old = assemble(repo, store, "old")
+    store.publish_run(old.run_id, old.files, old.metadata)
+    promote(store, old)
+    challenger = assemble(repo, store, "new")  # equal results: rejected against 'old'
+    assert not challenger.decision.promote
+    (tmp_path / "store" / "champion.json").unlink()  # the store lost its pointer (an S3 restart)
+    store.publish_run(challenger.run_id, challenger.files, challenger.metadata)
+    pointer, decision = promote(store, challenger)
+    assert pointer["run_id"] == "new" and "judged again: the champion moved to None" in decision.reason

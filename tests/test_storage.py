@@ -241,7 +241,7 @@ def test_champion_pointer(store, run_files):
         ("r2", 0.45, "better"),
     ]
     if isinstance(store, LocalStore):  # atomic replace: no temp file left behind
-        assert sorted(p.name for p in store.root.iterdir()) == ["champion.json", "runs"]
+        assert sorted(p.name for p in store.root.iterdir()) == [".champion.json.lock", "champion.json", "runs"]
 
 
 def test_headline_summary():
