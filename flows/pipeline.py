@@ -109,19 +109,35 @@ def parse_params(argv: list[str] | None, description: str, **defaults) -> Pipeli
             parser.add_argument(flag, nargs="+", default=None, help="methods to train and publish")
         else:
             parser.add_argument(flag, default=None, help=field.description)
-    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of a failure")
+    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None and k != "debug"}
     return PipelineParams(**{**defaults, **args})
 
 
 def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         params = parse_params(argv, __doc__.splitlines()[0])
     except ValidationError as error:
         print(f"invalid parameters: {error}", file=sys.stderr)
         return 2
-    summary = pipeline(params)
+    return run_and_report(pipeline, params, debug)
+
+
+def run_and_report(flow_function, params: PipelineParams, debug: bool) -> int:
+    """Run a flow; a failure a user can cause ends in one line naming it (Prefect's log has the details)."""
+    from mmp_core.cli import user_error
+
+    try:
+        summary = flow_function(params)
+    except Exception as error:
+        message = user_error(error)
+        if message is None or debug:
+            raise
+        print(f"{flow_function.name}: failed: {message} (--debug for the traceback)", file=sys.stderr)
+        return 1
     print_summary(summary)
     return 0
 

@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmp", description=__doc__.splitlines()[0])
     # The deepspeed launcher passes --local_rank=N first; the rank is read from the environment (LOCAL_RANK).
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_subcommands(subparsers)
@@ -38,14 +39,34 @@ def configure_logging() -> None:
         library.setLevel(logging.INFO)
 
 
+def user_error(error: BaseException) -> str | None:
+    """One line for an error a user can cause (bad input, a wrong S3 endpoint or bucket, an outage), or None
+    for a bug, whose traceback is worth seeing."""
+    if isinstance(error, ValueError | FileNotFoundError | FileExistsError | KeyError | PermissionError):
+        return str(error)
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return None
+    if isinstance(error, ClientError):
+        info = error.response.get("Error", {})
+        return f"S3: {info.get('Code', 'error')}: {info.get('Message') or error} ({error.operation_name})"
+    if isinstance(error, BotoCoreError):
+        return f"S3: {error}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
+    except Exception as error:
+        message = user_error(error)
+        if message is None or args.debug:
+            raise
         # Bad input is reported as one clear line, not a traceback (the message names the file/field).
-        print(f"mmp {args.command}: error: {error}", file=sys.stderr)
+        print(f"mmp {args.command}: error: {message} (--debug for the traceback)", file=sys.stderr)
         return 2
 
 

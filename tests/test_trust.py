@@ -203,3 +203,28 @@ def test_partial_uploads_never_stay_in_a_published_run(tmp_path):
     assert not partial.exists()
     files = {p.name for p in (tmp_path / "store" / "runs" / "r1").rglob("*") if p.is_file()}
     assert files == {"a.json", "manifest.json"}
+
+
+def test_an_unreachable_s3_backbone_is_one_line(tmp_path):
+    from tests.conftest import free_port
+
+    env = {**os.environ, "MMP_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "MMP_CACHE_DIR": str(tmp_path)}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "mmp_core.cli", "demo", "--backbone", "s3://no-such-bucket/vilt"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("mmp demo: error: S3: Could not connect to the endpoint URL"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_s3_bucket_is_one_line(tmp_path, moto_server):
+    env = {**os.environ, "MMP_S3_ENDPOINT_URL": moto_server, "MMP_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "mmp_core.cli", "demo", "--backbone", "s3://no-such-bucket/vilt"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "mmp demo: error: S3: NoSuchBucket" in result.stderr
