@@ -25,8 +25,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt requirements.lock
 
 install: $(VENV)/.installed
 
+# `make run SEEDS="0 1 2"`: every method trained and evaluated with three seeds, reported as mean ± sd.
 run: install
-	$(VENV)/bin/python -m flows.pipeline
+	$(VENV)/bin/python -m flows.pipeline $(if $(SEEDS),--seeds $(SEEDS))
 
 demo: install
 	$(VENV)/bin/mmp demo

@@ -1,5 +1,5 @@
-"""The mmp pipeline: DVC stages (generate → prepare → pretrain → train × methods → evaluate) → report →
-publish to the artifact store → champion decision → dashboard.
+"""The mmp pipeline: DVC stages (generate → prepare → train × methods × seeds → evaluate → aggregate) → report
+→ publish to the artifact store → champion decision → dashboard.
 
     python -m flows.pipeline [--store DIR|s3://bucket/prefix] [--run-id ID] ...
 """
@@ -33,7 +33,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
     store = open_artifact_store(params)
     if params.pull:
         dvc_pull(params.repo)
-    dvc_repro(params.repo)
+    dvc_repro(params.repo, seeds=params.seeds)
     versions = versions_of(params.repo)
     run_id = params.run_id or new_run_id(versions)
     bundle = assemble(params.repo, store, params, run_id, versions)
@@ -107,6 +107,8 @@ def parse_params(argv: list[str] | None, description: str, **defaults) -> Pipeli
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=field.description)
         elif name == "methods":
             parser.add_argument(flag, nargs="+", default=None, help="methods to train and publish")
+        elif name == "seeds":
+            parser.add_argument(flag, nargs="+", type=int, default=None, help=field.description)
         else:
             parser.add_argument(flag, default=None, help=field.description)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of a failure")

@@ -54,9 +54,13 @@ def run_dvc(repo: str, *args: str) -> None:
 
 
 @task(name="dvc-repro", cache_policy=NO_CACHE)
-def dvc_repro(repo: str, *targets: str) -> None:
-    """DVC decides what reruns (its cache); Prefect does not cache this task on top."""
-    run_dvc(repo, "repro", *targets)
+def dvc_repro(repo: str, *targets: str, seeds: tuple[int, ...] | None = None) -> None:
+    """DVC decides what reruns (its cache); Prefect does not cache this task on top. With `seeds`, the pipeline
+    runs as a DVC experiment over those training seeds (params.yaml's `seeds` set to them, as -S does)."""
+    if seeds:
+        run_dvc(repo, "exp", "run", "-S", f"seeds=[{', '.join(map(str, seeds))}]", *targets)
+    else:
+        run_dvc(repo, "repro", *targets)
 
 
 @task(name="dvc-pull", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

@@ -318,6 +318,11 @@ class PipelineParams(Section):
         description="never promote a model that gives (almost) every sample the same answer or does not beat "
         "the label prior (it is still published, with the warning)",
     )
+    seeds: tuple[int, ...] | None = Field(
+        None,
+        description="training seeds of this run (default: params.yaml's seeds); given, the DVC pipeline runs as an "
+        "experiment with `dvc exp run -S seeds=[...]`, so params.yaml's seeds become these",
+    )
     run_id: str | None = Field(None, description="default: UTC time + data/params fingerprint")
     pull: bool = Field(False, description="`dvc pull` before running (retrain: the newest data version)")
     push: bool = Field(False, description="`dvc push` the pipeline's outputs to the DVC remote after running")
@@ -330,6 +335,13 @@ class PipelineParams(Section):
         from mmp_core.storage import validate_store_location
 
         return validate_store_location(store)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_valid(cls, seeds: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if seeds is not None and (not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0):
+            raise ValueError(f"seeds must be distinct non-negative integers, got {list(seeds)}")
+        return seeds
 
     @field_validator("run_id")
     @classmethod
