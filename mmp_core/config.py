@@ -27,6 +27,11 @@ class ScenarioParams(Section):
 
     type: Literal["text", "image", "both"] = Field("both", description="the modality that goes missing")
     rate: float = Field(0.7, ge=0.0, le=1.0, description="fraction of the samples that lose it")
+    source: Literal["mmp", "reference"] = Field(
+        "mmp",
+        description="mmp: the prepared table of this type and rate; reference: the reference implementation's "
+        ".pt table imported with `mmp import-missing` (to compare with its published runs)",
+    )
 
 
 class ImageParams(Section):

@@ -325,10 +325,19 @@ def evaluate_adapter(
         batch_size=params.batch_size,
         seed=params.seed,
     )
+    reference = params.test_missing.source == "reference"
+
+    def table_for(missing_type: str, rate: float) -> np.ndarray:
+        # The headline cell (and its grid cell) from the imported reference table when asked for.
+        from_reference = reference and (missing_type, float(rate)) == (headline[0], float(headline[1]))
+        return prepared.missing_table(
+            split, MissingScenario(missing_type, rate), train_params.missing_seed, reference=from_reference
+        )
+
     document = results_document(
         outputs,
         prepared.spec.task,
-        lambda t, r: prepared.missing_table(split, MissingScenario(t, r), train_params.missing_seed),
+        table_for,
         types=params.types,
         rates=params.rates,
         headline=headline,
@@ -340,7 +349,7 @@ def evaluate_adapter(
         },
     )
     document["data_version"] = data_version(prepared)
-    headline_table = prepared.missing_table(split, MissingScenario(*headline), train_params.missing_seed)
+    headline_table = table_for(*headline)
     document["sanity"] = sanity_check(
         prepared.spec.task,
         outputs.assemble(headline_table),

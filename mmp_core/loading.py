@@ -53,7 +53,12 @@ def split_dataset(prepared, split: str, tokenizer, params: TrainParams, missing)
     from mmp_core.missing import MissingScenario
 
     if isinstance(missing, ScenarioParams):
-        missing = prepared.missing_table(split, MissingScenario(missing.type, missing.rate), params.missing_seed)
+        missing = prepared.missing_table(
+            split,
+            MissingScenario(missing.type, missing.rate),
+            params.missing_seed,
+            reference=missing.source == "reference",
+        )
     return MultimodalDataset(
         prepared,
         split,

@@ -147,10 +147,16 @@ def test_reference_arrow_files(tmp_path):
     assert reader.ids() == ["dev-0", "dev-1", "dev-2"]  # no image_id in the reference: row-based ids
     assert reader.labels().tolist() == [0, 1, 0]
 
+    # 12 classes and no class_idx.json: the built-in 101 names would misname them, so it is refused.
     make_reference_food101(tmp_path / "ref_food")
+    with pytest.raises(ValueError, match=r"use 12 classes \(labels 0..11\) but there is no class_idx.json"):
+        prepare("food101", tmp_path / "out_food", arrow_dir=tmp_path / "ref_food")
+    # With class_idx.json beside the files, its names and its number of classes are the dataset's.
+    names = [f"dish_{i}" for i in range(12)]
+    (tmp_path / "ref_food" / "class_idx.json").write_text(json.dumps({name: i for i, name in enumerate(names)}))
     prepare("food101", tmp_path / "out_food", arrow_dir=tmp_path / "ref_food")
     prepared = load_prepared(tmp_path / "out_food")
-    assert prepared.spec.num_labels == 101 and prepared.spec.label_names[0] == "apple_pie"
+    assert prepared.spec.num_labels == 12 and list(prepared.spec.label_names) == names
     tokenizer = _tokenizer(tmp_path, prepared)
     _, batch = _batch(prepared, "val", tokenizer)
     assert batch["labels"].tolist() == [6, 7, 8]

@@ -175,6 +175,20 @@ def test_reference_import(prepared, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no reference table for dev_both_0\.70"):
         missing_table(prepared, "dev", MissingScenario("both", 0.7), reference=True)
 
+    # Training and evaluation select it with `source: reference` in their scenario.
+    from mmp_core.config import ScenarioParams, TrainParams
+    from mmp_core.data import build_tokenizer
+    from mmp_core.loading import split_dataset
+
+    params = TrainParams(train_missing={"type": "both", "rate": 0.7, "source": "reference"})
+    from mmp_core.data.vocab import build_vocab, write_vocab
+
+    tokenizer = build_tokenizer(write_vocab(tmp_path / "vocab.txt", build_vocab(["plot about love"])))
+    dataset = split_dataset(prepared, "train", tokenizer, params, params.train_missing)
+    assert dataset.missing_types.tolist() == [0, 1, 2, 1] * 5
+    generated = split_dataset(prepared, "train", tokenizer, params, ScenarioParams(type="both", rate=0.7))
+    assert generated.missing_types.tolist() != [0, 1, 2, 1] * 5
+
 
 def test_reference_import_rejects_bad_tables(prepared, tmp_path):
     wrong_length = tmp_path / "mmimdb_train_missing_text_07.pt"

@@ -193,6 +193,22 @@ def _split_lists(path: Path, spec: DatasetSpec) -> dict[str, list[str]]:
     return lists
 
 
+def read_class_index(class_path: Path) -> dict[str, int]:
+    """A Food-101 `class_idx.json` (class name -> index 0..n-1), validated."""
+    classes = read_json(class_path, fatal=True)
+    if not isinstance(classes, dict) or not classes:
+        raise DataError("expected a non-empty object mapping class name -> index", path=class_path)
+    for name, index in classes.items():
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(classes):
+            raise DataError(
+                f"class {name!r} has index {index!r}: label out of range, indices must be 0..{len(classes) - 1}",
+                path=class_path,
+            )
+    if len(set(classes.values())) != len(classes):
+        raise DataError("two classes share an index", path=class_path)
+    return classes
+
+
 # ---------------------------------------------------------------------------------------------- layouts
 class MMIMDbLayout:
     """MM-IMDb raw layout (also the embedded dataset's)."""
@@ -274,20 +290,8 @@ class Food101Layout:
 
     def __init__(self, root: Path, spec: DatasetSpec, ignore_labels: Iterable[str] = ()):
         self.root = root
-        class_path = root / "class_idx.json"
-        classes = read_json(class_path, fatal=True)
-        if not isinstance(classes, dict) or not classes:
-            raise DataError("expected a non-empty object mapping class name -> index", path=class_path)
-        for name, index in classes.items():
-            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(classes):
-                raise DataError(
-                    f"class {name!r} has index {index!r}: label out of range, indices must be 0..{len(classes) - 1}",
-                    path=class_path,
-                )
-        if len(set(classes.values())) != len(classes):
-            raise DataError("two classes share an index", path=class_path)
-        self.class_index = classes
-        self.spec = spec.with_labels(tuple(sorted(classes, key=classes.get)))
+        self.class_index = read_class_index(root / "class_idx.json")
+        self.spec = spec.with_labels(tuple(sorted(self.class_index, key=self.class_index.get)))
         self.text_path = root / "text.json"
         titles = read_json(self.text_path, fatal=True)
         if not isinstance(titles, dict):
@@ -442,6 +446,8 @@ class ArrowLayout:
 
     def __init__(self, root: Path, spec: DatasetSpec, ignore_labels: Iterable[str] = (), batch_rows: int = 256):
         self.root, self.spec, self.batch_rows = root, spec, batch_rows
+        if spec.task == "multiclass":  # the arrow files hold class indices only: name them right or refuse
+            self.spec = spec = self._class_names(root, spec)
         self.paths = {}
         for split in spec.splits:
             path = root / spec.arrow_name(split)
@@ -449,6 +455,32 @@ class ArrowLayout:
             if len(reader) == 0:
                 raise DataError(f"split {split!r} is empty (0 rows)", path=path)
             self.paths[split] = path
+
+    @staticmethod
+    def _class_names(root: Path, spec: DatasetSpec) -> DatasetSpec:
+        """Class names from `class_idx.json` beside the arrow files; without it the built-in list is used only
+        if the files have exactly as many classes (fewer would get the first names of the list: wrong labels)."""
+        class_path = root / "class_idx.json"
+        if class_path.is_file():
+            classes = read_class_index(class_path)
+            return spec.with_labels(tuple(sorted(classes, key=classes.get)))
+        import pyarrow.compute as pc
+
+        highest = -1
+        for split in spec.splits:
+            path = root / spec.arrow_name(split)
+            if path.is_file():
+                table = open_ipc(path).read_all()
+                if table.num_rows and "label" in table.column_names:
+                    highest = max(highest, int(pc.max(table.column("label")).as_py()))
+        if highest + 1 != spec.num_labels:
+            raise DataError(
+                f"the arrow files use {highest + 1} classes (labels 0..{highest}) but there is no class_idx.json "
+                f"beside them, and the built-in list names {spec.num_labels}: put a class_idx.json (class name -> "
+                "index) in this folder so the labels are named right",
+                path=root,
+            )
+        return spec
 
     def tasks(self, split: str) -> Iterator[Task | BadSampleError]:
         path = self.paths[split]
