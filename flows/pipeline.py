@@ -14,9 +14,11 @@ from prefect import flow, get_run_logger
 from flows.tasks import (
     assemble,
     dashboard,
+    dvc_plan,
     dvc_pull,
     dvc_push,
     dvc_repro,
+    dvc_stage,
     open_artifact_store,
     promote,
     publish,
@@ -33,7 +35,16 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
     store = open_artifact_store(params)
     if params.pull:
         dvc_pull(params.repo)
-    dvc_repro(params.repo, seeds=params.seeds)
+    ran: set[str] = set()
+    plan = []
+    if params.seeds:  # the whole DAG as one DVC experiment over these seeds
+        dvc_repro(params.repo, seeds=params.seeds)
+    else:  # every stage its own task, in DVC's dependency order; DVC decides what is skipped
+        plan = dvc_plan(params.repo)
+        for stage in plan:
+            if dvc_stage(params.repo, stage.name, stage.up_to_date, any(u in ran for u in stage.upstream)):
+                ran.add(stage.name)
+        logger.info("DVC stages: %d ran, %d skipped", len(ran), len(plan) - len(ran))
     versions = versions_of(params.repo)
     run_id = params.run_id or new_run_id(versions)
     bundle = assemble(params.repo, store, params, run_id, versions)
@@ -65,6 +76,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
         "files": len(manifest["files"]),
         "data_version": versions.data_version,
         "params_fingerprint": versions.params_fingerprint,
+        "stages": {stage.name: "ran" if stage.name in ran else "skipped" for stage in plan},
     }
     logger.info(
         "run %s: %s %.4f at %s missing %.0f%% (%s); %s",
@@ -84,6 +96,10 @@ def print_summary(summary: dict) -> None:
     if summary["status"] == "unchanged":
         print(f"Nothing changed since run {summary['run_id']}: no retraining.")
         return
+    stages = summary.get("stages") or {}
+    if stages:
+        skipped = [name for name, outcome in stages.items() if outcome == "skipped"]
+        print(f"DVC stages: {len(stages) - len(skipped)} ran, {len(skipped)} skipped (up to date)")
     print(f"Run {summary['run_id']} ({summary['status']}): {summary['decision']}")
     seeds = summary.get("seeds") or []
     if len(seeds) > 1:

@@ -170,6 +170,18 @@ def test_retrain_publishes_then_skips_then_judges_a_data_change(tmp_path, s3):
     assert store.list_runs() == runs
     assert second_seconds < first_seconds / 2
 
+    # The pipeline itself on unchanged inputs: every DVC stage is its own task, and every one is skipped.
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.pipeline", "--repo", str(project), "--store", str(tmp_path / "noop-store"),
+         "--no-require-learning"],
+        cwd=project, env=flow_env(tmp_path), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "DVC stages: 0 ran, 11 skipped (up to date)" in result.stdout
+    log = result.stdout + result.stderr
+    for stage in ("generate", "prepare", "train@input-0", "evaluate@baseline-0", "aggregate@attention"):
+        assert f"Task run '{stage}' - Finished in state Skipped" in log, log[-3000:]
+
     # 3. The data changes; the champion (constructed) is far better everywhere: retrained, published, rejected.
     # (Constructed from the first run's results: the new data's results are within 0.5 of them.)
     constructed_champion(store, "constructed-high", 0.5, project)
