@@ -42,7 +42,8 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
     else:  # every stage its own task, in DVC's dependency order; DVC decides what is skipped
         plan = dvc_plan(params.repo)
         for stage in plan:
-            if dvc_stage(params.repo, stage.name, stage.up_to_date, any(u in ran for u in stage.upstream)):
+            outcome = dvc_stage(params.repo, stage.name, stage.up_to_date, any(u in ran for u in stage.upstream))
+            if outcome is True:  # a skipped stage's task ends in a Skipped state instead
                 ran.add(stage.name)
         logger.info("DVC stages: %d ran, %d skipped", len(ran), len(plan) - len(ran))
     versions = versions_of(params.repo)
