@@ -337,7 +337,7 @@ class PipelineParams(Section):
     def _store_location(cls, store: str) -> str:
         if not store:
             raise ValueError("store must be a directory or an s3:// URI")
-        from mmp_core.storage import validate_store_location
+        from mmp_core.s3 import validate_store_location
 
         return validate_store_location(store)
 
@@ -352,7 +352,7 @@ class PipelineParams(Section):
     @classmethod
     def _run_id_safe(cls, run_id: str | None) -> str | None:
         if run_id is not None:
-            from mmp_core.storage import validate_run_id
+            from mmp_core.s3 import validate_run_id
 
             validate_run_id(run_id)  # the store's own rule, checked before any work
         return run_id

@@ -8,185 +8,19 @@ split whatever the grid's size, and a cell's result is exactly what running that
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from mmp_core.fileio import atomic_write_json, atomic_write_text
-from mmp_core.progress import Progress
+from mmp_core.inference import predict
+from mmp_core.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
 from mmp_core.prompts import COMPLETE, IMAGE_MISSING, NUM_MISSING_TYPES, TEXT_MISSING
+from mmp_core.results import write_results
 
 VARIANTS = (COMPLETE, TEXT_MISSING, IMAGE_MISSING)
-PRIMARY_METRIC = {"multilabel": "f1_macro", "multiclass": "accuracy", "binary": "auroc"}
-# A model whose most common answer covers this share of the samples is flagged as degenerate.
-DEGENERATE_SHARE = 0.98
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-def compute_metrics(task: str, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Dataset metrics from per-class probabilities.
-
-    Args:
-        task: `multilabel` (scores (N, C) sigmoid, labels (N, C) multi-hot), `multiclass` or `binary`
-            (scores (N, C) softmax, labels (N,) class ids).
-    Returns:
-        multilabel: f1_macro, f1_micro, f1_weighted, f1_samples (threshold 0.5); multiclass: accuracy, f1_macro;
-        binary: auroc (on the positive class's softmax) and accuracy. Values in [0, 1].
-    """
-    if len(scores) == 0:
-        raise ValueError("cannot compute metrics on an empty set of predictions")
-    if task == "multilabel":
-        predicted = (scores > 0.5).astype(int)
-        truth = labels.astype(int)
-        return {
-            f"f1_{average}": float(f1_score(truth, predicted, average=average, zero_division=0))
-            for average in ("macro", "micro", "weighted", "samples")
-        }
-    predicted = scores.argmax(axis=1)
-    truth = labels.astype(int)
-    if task == "multiclass":
-        return {
-            "accuracy": float(accuracy_score(truth, predicted)),
-            "f1_macro": float(f1_score(truth, predicted, average="macro", zero_division=0)),
-        }
-    if task == "binary":
-        auroc = float(roc_auc_score(truth, scores[:, 1])) if len(np.unique(truth)) == 2 else math.nan
-        return {"auroc": auroc, "accuracy": float(accuracy_score(truth, predicted))}
-    raise ValueError(f"unknown task {task!r}")
-
-
-def prior_baseline(task: str, train_labels: np.ndarray, test_labels: np.ndarray) -> float:
-    """The primary metric of the best predictor that ignores its input, knowing only the train labels' prior.
-
-    multilabel F1-macro: predict every label the train split has (a constant all-positive answer scores
-    2p/(1+p) per label, more than any random or all-negative one); multiclass accuracy: always the train split's
-    most frequent class; binary AUROC: 0.5 (a constant score ranks nothing).
-    """
-    if task == "multilabel":
-        present = (np.asarray(train_labels).sum(axis=0) > 0).astype(int)
-        predicted = np.broadcast_to(present, np.asarray(test_labels).shape)
-        return float(f1_score(np.asarray(test_labels).astype(int), predicted, average="macro", zero_division=0))
-    if task == "multiclass":
-        majority = np.bincount(np.asarray(train_labels).astype(int)).argmax()
-        return float(accuracy_score(np.asarray(test_labels).astype(int), np.full(len(test_labels), majority)))
-    if task == "binary":
-        return 0.5
-    raise ValueError(f"unknown task {task!r}")
-
-
-def predictions(task: str, scores: np.ndarray) -> np.ndarray:
-    """What the model answers per sample: the multi-hot set above 0.5 (multilabel) or the argmax class."""
-    return (scores > 0.5).astype(np.int8) if task == "multilabel" else scores.argmax(axis=1)[:, None]
-
-
-def sanity_check(task: str, scores: np.ndarray, labels: np.ndarray, prior: float) -> dict:
-    """Does the model learn at all? Flags a model that gives (almost) every sample the same answer, and one
-    whose primary metric does not beat the label-prior baseline.
-
-    Returns {degenerate, most_common_answer_share, distinct_answers, beats_prior, prior_baseline, score,
-    warnings: [one line each]}.
-    """
-    answers = predictions(task, scores)
-    _, counts = np.unique(answers, axis=0, return_counts=True)
-    share = float(counts.max() / len(answers))
-    metric = PRIMARY_METRIC[task]
-    score = compute_metrics(task, scores, labels)[metric]
-    warnings = []
-    degenerate = share >= DEGENERATE_SHARE
-    if degenerate:
-        warnings.append(
-            f"degenerate model: {share:.0%} of the samples get the same answer ({len(counts)} distinct answers)"
-        )
-    beats = bool(score > prior)
-    if not beats:
-        warnings.append(f"{metric} {score:.4f} does not beat the label-prior baseline {prior:.4f}")
-    return {
-        "degenerate": degenerate,
-        "most_common_answer_share": round(share, 4),
-        "distinct_answers": len(counts),
-        "beats_prior": beats,
-        "prior_baseline": round(prior, 4),
-        "score": round(score, 4),
-        "warnings": warnings,
-    }
-
-
-# ---------------------------------------------------------------------------------------------- inference
-def _dist_info() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-@torch.no_grad()
-def predict(
-    model: torch.nn.Module,
-    dataset: torch.utils.data.Dataset,
-    collate: Callable,
-    *,
-    batch_size: int,
-    num_workers: int = 0,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float32,
-    progress: str | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-class probabilities (N, C) and labels for every sample of `dataset`, in dataset order.
-
-    Samples carry an `index` (their position in `dataset`); labels are None when they carry none (new inputs
-    in `mmp predict`, which runs this same function so that its scores are evaluation's).
-    Under torch.distributed each rank runs a disjoint shard (no padding samples, unlike DistributedSampler)
-    and the shards are gathered, so every rank returns the full, exactly ordered result. ViLT draws image
-    patch order from the global RNG: inference seeds a forked RNG, leaving the caller's stream untouched.
-    `progress` names the loop in progress reports (None: no reports).
-    """
-    rank, world_size = _dist_info()
-    shard = list(range(rank, len(dataset), world_size))
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, shard),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=collate,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    core = getattr(model, "module", model)  # a DeepSpeed engine wraps the model
-    was_training = core.training
-    core.eval()
-    device = next(core.parameters()).device
-    indices, scores, labels = [], [], []
-    reporter = Progress(len(loader), progress or "predict", unit="batch", enabled=progress is not None and rank == 0)
-    with torch.random.fork_rng(devices=[]), reporter:
-        torch.manual_seed(seed)
-        for batch in loader:
-            inputs = {
-                "input_ids": batch["input_ids"].to(device),
-                "attention_mask": batch["attention_mask"].to(device),
-                "pixel_values": batch["pixel_values"].to(device, dtype),
-                "pixel_mask": batch["pixel_mask"].to(device),
-                "missing_type": batch["missing_type"].to(device),
-            }
-            scores.append(core.scores(core(**inputs)).cpu().numpy())
-            if "labels" in batch:
-                labels.append(batch["labels"].numpy())
-            indices.append(batch["index"].numpy())
-            reporter.update()
-    core.train(was_training)
-    result = (np.concatenate(indices), np.concatenate(scores), np.concatenate(labels) if labels else None)
-    if world_size > 1:
-        gathered: list = [None] * world_size
-        torch.distributed.all_gather_object(gathered, result)
-        result = tuple(
-            None if gathered[0][i] is None else np.concatenate([part[i] for part in gathered]) for i in range(3)
-        )
-    order = np.argsort(result[0], kind="stable")
-    if not np.array_equal(result[0][order], np.arange(len(dataset))):
-        raise RuntimeError("prediction indices do not cover the dataset exactly once")
-    return result[1][order], None if result[2] is None else result[2][order]
 
 
 @dataclass(frozen=True)
@@ -267,24 +101,6 @@ def results_document(
         "grid": rows,
         "test_samples": int(outputs.scores.shape[1]),
     }
-
-
-def write_results(document: dict, out_dir: str | Path) -> None:
-    """`metrics.json` (DVC metrics), `grid.tsv` (one row per cell) and `curves/<type>.tsv` (missing_rate,
-    score: the primary metric; what dvc.yaml's robustness plots read), written atomically."""
-    out_dir = Path(out_dir)
-    metric_names = [k for k in document["grid"][0] if k not in ("missing_type", "missing_rate")]
-    lines = ["\t".join(["method", "missing_type", "missing_rate", *metric_names])]
-    for row in document["grid"]:
-        values = [f"{row[name]:.6f}" for name in metric_names]
-        lines.append("\t".join([document["method"], row["missing_type"], f"{row['missing_rate']:.2f}", *values]))
-    atomic_write_text(out_dir / "grid.tsv", "\n".join(lines) + "\n")
-    metric = document["primary_metric"]
-    for missing_type in dict.fromkeys(row["missing_type"] for row in document["grid"]):
-        rows = sorted((r["missing_rate"], r[metric]) for r in document["grid"] if r["missing_type"] == missing_type)
-        text = "missing_rate\tscore\n" + "".join(f"{rate:.2f}\t{value:.6f}\n" for rate, value in rows)
-        atomic_write_text(out_dir / "curves" / f"{missing_type}.tsv", text)
-    atomic_write_json(out_dir / "metrics.json", document)
 
 
 def evaluate_adapter(

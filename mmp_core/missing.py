@@ -171,7 +171,7 @@ def table_name(split: str, scenario: MissingScenario) -> str:
 
 
 def _save_npy(path: Path, table: np.ndarray) -> str:
-    from mmp_core.s3 import sha256_file
+    from mmp_core.fileio import sha256_file
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as handle:
@@ -225,7 +225,7 @@ def save_tables(
 
 
 def _load_npy(path: Path, entry: dict, rows: int) -> np.ndarray:
-    from mmp_core.s3 import sha256_file
+    from mmp_core.fileio import sha256_file
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing table listed in {INDEX_NAME} is absent")

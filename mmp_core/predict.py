@@ -4,7 +4,7 @@ Each input is checked on its own: the modality it lacks decides its prompts (0 c
 2 image missing, as in training); an input with neither, an image file that does not exist or does not decode,
 or a malformed line of an inputs file becomes that row's error, and the other rows are still predicted.
 
-Inputs are encoded by `mmp_core.data.inputs.encode_sample` and scored by `mmp_core.evaluate.predict`, the
+Inputs are encoded by `mmp_core.data.inputs.encode_sample` and scored by `mmp_core.inference.predict`, the
 functions evaluation uses, so a test sample given here gets the scores evaluation gave it.
 
     from mmp_core.predict import Predictor
@@ -437,7 +437,7 @@ class Predictor:
         """Predictions as they are made, in input order; inputs are dicts ({"image", "text", "id"}) or
         `PredictionInput`s. `threshold` / `top_k` as in `select_labels`."""
         from mmp_core.data import collate, encode_sample
-        from mmp_core.evaluate import predict
+        from mmp_core.inference import predict
         from mmp_core.progress import Progress
 
         if threshold is not None and not 0.0 <= threshold <= 1.0:

@@ -62,7 +62,7 @@ def probe_scores(model, task: str, num_labels: int, test_x: np.ndarray) -> np.nd
 def linear_probe(backbone, prepared, tokenizer, image_config, max_text_len: int, batch_size: int = 64) -> dict:
     """{input: {metric: value}} for the complete, text-missing and image-missing inputs, plus the split sizes."""
     from mmp_core.data import MultimodalDataset
-    from mmp_core.evaluate import compute_metrics
+    from mmp_core.metrics import compute_metrics
 
     spec = prepared.spec
     results: dict = {"dataset": spec.name, "metric": spec.primary_metric}

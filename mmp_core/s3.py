@@ -17,6 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmp_core.fileio import sha256_file
+
 SHA256_METADATA_KEY = "sha256"
 # One path component of a key: letters, digits and . _ - only, and never "." or "..".
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -73,14 +75,6 @@ def make_client(endpoint_url: str | None = None):
     endpoint_url = endpoint_url or os.environ.get("MMP_S3_ENDPOINT_URL") or None
     config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
     return boto3.client("s3", endpoint_url=endpoint_url, config=config)
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _md5_file(path: Path) -> str:
@@ -160,3 +154,30 @@ def download_prefix(uri: str, dest_dir: Path, client=None) -> Path:
         validate_key(relative, f"object key under {uri}")
         download_verified(client, location.bucket, key, dest_dir / relative)
     return dest_dir
+
+
+MAX_RUN_ID_LENGTH = 128
+
+
+def validate_run_id(run_id: str) -> str:
+    """A run id is one safe key component (letters, digits, '.', '_', '-'; no '..'), at most 128 characters."""
+    validate_key_part(run_id, "run id")
+    if len(run_id) > MAX_RUN_ID_LENGTH:
+        raise ValueError(f"invalid run id {run_id!r}: longer than {MAX_RUN_ID_LENGTH} characters")
+    return run_id
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/")
+
+
+def validate_store_location(location: str) -> str:
+    """`location` if it is a directory, `file://` path or `s3://bucket/prefix`; any other URL scheme (`http://`,
+    `gs://`, `S3://`) is refused here, before it could be taken for a relative directory named `http:`."""
+    match = _SCHEME.match(location)
+    if match and match.group(1) not in ("s3", "file"):
+        scheme = match.group(1)
+        hint = " (schemes are lower-case: s3://)" if scheme.lower() == "s3" else ""
+        raise ValueError(f"unsupported store location {location!r}: use a directory or s3://bucket/prefix{hint}")
+    if location.startswith("s3://"):
+        S3Uri.parse(location)
+    return location

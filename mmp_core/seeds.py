@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmp_core.evaluate import write_results
+from mmp_core.results import write_results
 
 SEEDS_DIR = "seeds"
 _CELL_KEYS = ("missing_type", "missing_rate")

@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -34,15 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from mmp_core import s3 as s3util
-from mmp_core.fileio import atomic_write_bytes
-from mmp_core.s3 import sha256_file, validate_key, validate_key_part
+from mmp_core.fileio import atomic_write_bytes, sha256_file
+from mmp_core.s3 import validate_key, validate_run_id, validate_store_location
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "mmp-run-manifest/1"
 CHAMPION_KEY = "champion.json"
 DASHBOARD_KEY = "dashboard/index.html"
 RUNS_DIR = "runs"
-MAX_RUN_ID_LENGTH = 128
 
 _CONTENT_TYPES = {
     ".json": "application/json",
@@ -71,14 +69,6 @@ class ChampionMovedError(RuntimeError):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def validate_run_id(run_id: str) -> str:
-    """A run id is one safe key component (letters, digits, '.', '_', '-'; no '..'), at most 128 characters."""
-    validate_key_part(run_id, "run id")
-    if len(run_id) > MAX_RUN_ID_LENGTH:
-        raise ValueError(f"invalid run id {run_id!r}: longer than {MAX_RUN_ID_LENGTH} characters")
-    return run_id
 
 
 def content_type_for(key: str) -> str | None:
@@ -522,22 +512,6 @@ class S3Store(ArtifactStore):
 
     def _fetch_file(self, key: str, dest: Path) -> None:
         self.client.download_file(self.uri.bucket, self._key(key), str(dest))
-
-
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/")
-
-
-def validate_store_location(location: str) -> str:
-    """`location` if it is a directory, `file://` path or `s3://bucket/prefix`; any other URL scheme (`http://`,
-    `gs://`, `S3://`) is refused here, before it could be taken for a relative directory named `http:`."""
-    match = _SCHEME.match(location)
-    if match and match.group(1) not in ("s3", "file"):
-        scheme = match.group(1)
-        hint = " (schemes are lower-case: s3://)" if scheme.lower() == "s3" else ""
-        raise ValueError(f"unsupported store location {location!r}: use a directory or s3://bucket/prefix{hint}")
-    if location.startswith("s3://"):
-        s3util.S3Uri.parse(location)
-    return location
 
 
 def open_store(location: str | os.PathLike, *, endpoint_url: str | None = None) -> ArtifactStore:

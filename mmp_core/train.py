@@ -32,9 +32,10 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from mmp_core.config import METHODS, TrainParams
-from mmp_core.evaluate import PRIMARY_METRIC, compute_metrics, predict, prior_baseline, sanity_check
 from mmp_core.fileio import atomic_write_json, recover_dir, replace_dir
+from mmp_core.inference import model_inputs, predict
 from mmp_core.loading import backbone_for, data_version, open_prepared, split_dataset, tokenizer_for
+from mmp_core.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
 from mmp_core.progress import Progress
 from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 
@@ -291,13 +292,7 @@ def train(
         )
         engine.train()
         for batch in loader:
-            logits = engine(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-                pixel_values=batch["pixel_values"].to(device, dtype),
-                pixel_mask=batch["pixel_mask"].to(device),
-                missing_type=batch["missing_type"].to(device),
-            )
+            logits = engine(**model_inputs(batch, device, dtype))
             loss = model.loss(logits, batch["labels"].to(device))
             engine.backward(loss)
             engine.step()

@@ -12,8 +12,10 @@ import torch
 from mmp_core.backbone import load_backbone
 from mmp_core.config import TrainParams
 from mmp_core.data import collate
-from mmp_core.evaluate import VariantOutputs, compute_metrics, predict, run_variants
+from mmp_core.evaluate import VariantOutputs, run_variants
+from mmp_core.inference import predict
 from mmp_core.loading import open_prepared, split_dataset, tokenizer_for
+from mmp_core.metrics import compute_metrics
 from mmp_core.missing import MissingScenario
 from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 from tests.model_fixtures import TINY_IMAGE, make_backbone_dir, make_prepared, run_mmp, write_params

@@ -13,7 +13,8 @@ import yaml
 
 from mmp_core.backbone import load_backbone
 from mmp_core.config import PretrainParams, load_section, read_seeds
-from mmp_core.evaluate import predict, prior_baseline, sanity_check
+from mmp_core.inference import predict
+from mmp_core.metrics import prior_baseline, sanity_check
 from mmp_core.model_card import CARD_DATA_NAME, CARD_NAME, verify_card
 from mmp_core.pretrain import HEADS_NAME, ScenePairs, load_pretraining_model, matching_metrics
 from mmp_core.seeds import aggregate_documents, aggregate_method

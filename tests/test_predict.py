@@ -14,7 +14,7 @@ import yaml
 from mmp_core.backbone import load_backbone
 from mmp_core.config import TrainParams
 from mmp_core.data import GenerateConfig, collate, generate_embedded, prepare
-from mmp_core.evaluate import predict
+from mmp_core.inference import predict
 from mmp_core.loading import open_prepared, split_dataset, tokenizer_for
 from mmp_core.missing import CODE_NAMES
 from mmp_core.predict import PredictionInput, Predictor, read_inputs, select_labels

@@ -17,7 +17,8 @@ from data_fixtures import image_bytes, make_food101, make_hatememes, make_mmimdb
 from mmp_core.config import PipelineParams, TrainParams, load_params
 from mmp_core.data import BadSampleError
 from mmp_core.data.convert import prepare
-from mmp_core.storage import open_store, validate_store_location
+from mmp_core.s3 import validate_store_location
+from mmp_core.storage import open_store
 from tests.model_fixtures import REPO
 
 

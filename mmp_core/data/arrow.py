@@ -117,7 +117,7 @@ class ArrowSplitWriter:
             self.num_rows += len(rows)
 
     def close(self) -> None:
-        from mmp_core.s3 import sha256_file
+        from mmp_core.fileio import sha256_file
 
         self._writer.close()
         self._sink.close()

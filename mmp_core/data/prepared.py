@@ -72,7 +72,7 @@ class PreparedDataset:
 
     def verify(self) -> None:
         """Recompute every arrow file's SHA-256 and compare it with the manifest."""
-        from mmp_core.s3 import sha256_file
+        from mmp_core.fileio import sha256_file
 
         for split in self.splits:
             path = self.arrow_path(split)
