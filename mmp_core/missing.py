@@ -33,7 +33,7 @@ import numpy as np
 
 from mmp_core.fileio import atomic_write, atomic_write_json
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the data layer's class, named for readers only: this module never imports the data layer
     from mmp_core.data.prepared import PreparedDataset
 
 COMPLETE, TEXT_MISSING, IMAGE_MISSING = 0, 1, 2
@@ -238,7 +238,7 @@ def _load_npy(path: Path, entry: dict, rows: int) -> np.ndarray:
 
 
 def missing_table(
-    prepared: PreparedDataset | str | Path,
+    prepared: PreparedDataset,
     split: str,
     scenario: MissingScenario,
     seed: int = 0,
@@ -251,10 +251,6 @@ def missing_table(
     same values: tables are pure functions). `reference=True` returns the imported reference table instead
     (natural missing forced into it); it is an error if none was imported.
     """
-    from mmp_core.data.prepared import PreparedDataset, load_prepared
-
-    if not isinstance(prepared, PreparedDataset):
-        prepared = load_prepared(prepared)
     if split not in prepared.splits:
         raise ValueError(f"unknown split {split!r} for {prepared.root}; splits are {list(prepared.splits)}")
     rows = prepared.rows(split)
@@ -325,13 +321,9 @@ def load_reference_table(path: str | Path, rows: int | None = None) -> np.ndarra
     return array.astype(np.int8)
 
 
-def import_reference_tables(prepared: PreparedDataset | str | Path, paths: Iterable[str | Path]) -> list[str]:
+def import_reference_tables(prepared: PreparedDataset, paths: Iterable[str | Path]) -> list[str]:
     """Copy reference `.pt` tables (files, or directories searched for `*_missing_*.pt`) into
     `missing/reference/` of a prepared dataset, as `.npy` with checksums in the index. Returns the table names."""
-    from mmp_core.data.prepared import PreparedDataset, load_prepared
-
-    if not isinstance(prepared, PreparedDataset):
-        prepared = load_prepared(prepared)
     files: list[Path] = []
     for item in map(Path, paths):
         if item.is_dir():

@@ -144,7 +144,7 @@ def test_missing_table_loads_saved_or_computes(prepared):
     saved = missing_table(prepared, "train", scenario, seed=5)
     assert np.array_equal(saved, np.load(prepared.root / "missing" / "train_both_0.70.npy"))
     assert np.array_equal(saved, scenario_table(prepared.fingerprint, "train", scenario, 5, 20))
-    other = missing_table(prepared.root, "train", MissingScenario("image", 0.4), seed=0)  # not saved: computed
+    other = missing_table(prepared, "train", MissingScenario("image", 0.4), seed=0)  # not saved: computed
     assert _counts(other) == [12, 0, 8]
     # a modified saved table is detected
     path = prepared.root / "missing" / "train_both_0.70.npy"

@@ -170,9 +170,10 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_import_missing(args: argparse.Namespace) -> int:
+    from mmp_core.data.prepared import load_prepared
     from mmp_core.missing import import_reference_tables
 
-    names = import_reference_tables(args.prepared, args.paths)
+    names = import_reference_tables(load_prepared(args.prepared), args.paths)
     print(f"imported {len(names)} reference table(s) into {args.prepared}/missing/reference: {', '.join(names)}")
     return 0
 

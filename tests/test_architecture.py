@@ -1,0 +1,75 @@
+"""The house's rule, checked on the code itself: imports inside mmp_core point one way, down the layers, and
+never in a circle (imports inside functions count; `if TYPE_CHECKING:` ones, which never run, do not)."""
+
+from __future__ import annotations
+
+import ast
+from fnmatch import fnmatch
+from pathlib import Path
+
+import networkx as nx
+
+from tests.test_dvc_deps import REPO, _module_file
+
+# Bottom to top; a module may import its own layer and the ones below, never one above.
+LAYERS = (
+    ("ground", ("fileio.py", "progress.py", "s3.py", "config.py", "missing.py", "metrics.py", "results.py",
+                "model_card.py", "hub.py", "backbone.py", "prompts/*", "data/vocab.py", "__init__.py")),
+    ("data", ("data/*",)),
+    ("model stages", ("loading.py", "inference.py", "probe.py", "pretrain.py", "train.py", "evaluate.py", "seeds.py")),
+    ("publishing", ("storage.py", "report.py", "publish.py")),
+    ("interfaces", ("predict.py", "commands.py", "cli.py", "data/commands.py")),
+)  # fmt: skip
+
+
+def layer_of(relative: str) -> int:
+    name = relative.removeprefix("mmp_core/")
+    matches = [i for i, (_, patterns) in enumerate(LAYERS) for p in patterns if fnmatch(name, p)]
+    assert matches, f"{relative} is in no layer: add it to tests/test_architecture.py's LAYERS"
+    return max(matches) if name.startswith("data/commands") else min(matches)
+
+
+def _runtime_nodes(node: ast.AST):
+    """Every node except the bodies of `if TYPE_CHECKING:` blocks."""
+    yield node
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and getattr(child.test, "id", None) == "TYPE_CHECKING":
+            continue
+        yield from _runtime_nodes(child)
+
+
+def import_graph() -> nx.DiGraph:
+    graph = nx.DiGraph()
+    for path in sorted((REPO / "mmp_core").rglob("*.py")):
+        source = path.relative_to(REPO).as_posix()
+        graph.add_node(source)
+        for node in _runtime_nodes(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith("mmp_core") and (found := _module_file(name)) is not None:
+                    target = found.relative_to(REPO).as_posix()
+                    if target != source:
+                        graph.add_edge(source, target)
+    return graph
+
+
+def test_no_import_circles():
+    graph = import_graph()
+    # A package's __init__ re-exporting its modules is not a circle of logic.
+    graph.remove_edges_from([(a, b) for a, b in list(graph.edges) if a.endswith("__init__.py")])
+    cycles = list(nx.simple_cycles(graph))
+    assert not cycles, f"import circles: {cycles}"
+
+
+def test_imports_point_down_the_layers():
+    upward = [
+        f"{a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
+        for a, b in import_graph().edges
+        if layer_of(b) > layer_of(a) and not a.endswith("__init__.py")
+    ]
+    assert not upward, "imports that point up:\n" + "\n".join(upward)
