@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 from fnmatch import fnmatch
-from pathlib import Path
 
 import networkx as nx
 
