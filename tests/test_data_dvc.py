@@ -61,7 +61,7 @@ def test_dvc_repro_prepare(repo):
     manifest = json.loads((copy / "data" / "prepared" / "manifest.json").read_text())
     assert manifest["dataset"] == "embedded" and manifest["files"]["train"]["rows"] == 24
     assert (copy / "data" / "prepared" / "missing" / "test_both_0.70.npy").is_file()
-    assert (copy / "data" / "prepared" / "vocab.txt").is_file()
+    assert not (copy / "data" / "prepared" / "vocab.txt").exists()  # vocab_size 0: the backbone's own vocabulary
     lock = yaml.safe_load((copy / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"generate", "prepare"}
 
