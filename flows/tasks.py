@@ -18,10 +18,11 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
+from mmp_core.promotion import PromotionDecision
 from mmp_core.publish import RunBundle, Versions, assemble_run, project_versions
 from mmp_core.publish import promote as promote_run
 from mmp_core.report import write_dashboard
-from mmp_core.storage import ArtifactStore, PromotionDecision, open_store
+from mmp_core.storage import ArtifactStore, open_store
 
 
 def _environment() -> dict:

@@ -10,15 +10,9 @@ from pathlib import Path
 import pytest
 
 from mmp_core import s3 as s3util
-from mmp_core.storage import (
-    LocalStore,
-    S3Store,
-    build_run_metadata,
-    decide_promotion,
-    headline_summary,
-    open_store,
-    validate_run_id,
-)
+from mmp_core.promotion import build_run_metadata, decide_promotion, headline_summary
+from mmp_core.s3 import validate_run_id
+from mmp_core.storage import LocalStore, S3Store, open_store
 from tests.results_fixtures import metrics_document
 
 
