@@ -88,9 +88,17 @@ def render_card(summary: dict, probe: dict | None, data: dict) -> str:
         "",
         "## Held-out image-text matching",
         "",
+        f"On {heldout.get('heldout_pairs', 0):,d} scenes it never trained on: matching accuracy (half matched pairs, "
+        "a quarter hard negatives, a quarter another scene's text), accuracy against hard negatives alone, and "
+        "image-to-text retrieval recall@1 among 100 candidate texts.",
+        "",
         "| metric | value |",
         "|---|---|",
-        *[f"| {key} | {value} |" for key, value in heldout.items() if key not in ("epoch", "seconds")],
+        *[f"| {key} | {value} |" for key, value in heldout.items() if key.startswith(("itm_accuracy", "retrieval"))],
+        "",
+        "Last epoch's training losses: "
+        + ", ".join(f"{key} {value}" for key, value in heldout.items() if key.endswith("_loss"))
+        + ".",
         "",
     ]
     if probe:
