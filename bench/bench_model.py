@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 from mmp_core.backbone import load_backbone
-from mmp_core.evaluate import compute_metrics, predict, run_variants
+from mmp_core.evaluate import run_variants
+from mmp_core.inference import predict
+from mmp_core.metrics import compute_metrics
 from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 
 SHAPES = {

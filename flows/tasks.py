@@ -6,6 +6,7 @@ No task caches its result: DVC's cache decides what reruns, and the store is the
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections import deque
@@ -18,6 +19,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
+from mmp_core.fileio import atomic_write_text
 from mmp_core.promotion import PromotionDecision
 from mmp_core.publish import RunBundle, Versions, assemble_run, project_versions
 from mmp_core.publish import promote as promote_run
@@ -109,7 +111,14 @@ def dvc_repro(repo: str, *targets: str, seeds: tuple[int, ...] | None = None) ->
     """DVC decides what reruns (its cache); Prefect does not cache this task on top. With `seeds`, the pipeline
     runs as a DVC experiment over those training seeds (params.yaml's `seeds` set to them, as -S does)."""
     if seeds:
-        run_dvc(repo, "exp", "run", "-S", f"seeds=[{', '.join(map(str, seeds))}]", *targets)
+        value = f"[{', '.join(map(str, seeds))}]"
+        params_file = Path(repo) / "params.yaml"
+        original = params_file.read_text()
+        run_dvc(repo, "exp", "run", "-S", f"seeds={value}", *targets)
+        # DVC writes params.yaml back without its comments: keep the file as it was, with the new seeds line.
+        edited, count = re.subn(r"(?m)^seeds:.*$", f"seeds: {value}", original)
+        if count == 1:
+            atomic_write_text(params_file, edited)
     else:
         run_dvc(repo, "repro", *targets)
 

@@ -36,7 +36,9 @@ def test_shipped_backbone_is_the_one_its_card_describes():
     assert summary["heldout"]["itm_accuracy"] >= 0.85 and summary["heldout"]["retrieval_r1_at_100"] >= 0.2
     probe = json.loads((SHIPPED / "probe.json").read_text())
     assert probe["complete"]["f1_macro"] >= 0.72  # 90% of the hand-feature probe (0.80)
-    assert max(probe["text missing"]["f1_macro"], probe["image missing"]["f1_macro"]) < probe["complete"]["f1_macro"] - 0.1
+    assert (
+        max(probe["text missing"]["f1_macro"], probe["image missing"]["f1_macro"]) < probe["complete"]["f1_macro"] - 0.1
+    )
     assert summary["params"] == load_section(REPO / "params.yaml", "pretrain", PretrainParams).model_dump(mode="json")
 
 
