@@ -80,7 +80,7 @@ def dashboard(tmp_path) -> Path:
         for method, metrics in results.items():
             path = tmp_path / f"{run_id}-{method}.json"
             path.write_text(json.dumps(metrics))
-            files[f"metrics/{method}.json"] = path
+            files[f"results/{method}/metrics.json"] = path
         meta = build_run_metadata(results, data_version=f"v{i}", created_at=f"2026-02-0{i + 1}T00:00:00+00:00")
         store.publish_run(run_id, files, meta)
         if promote:
