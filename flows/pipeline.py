@@ -35,17 +35,11 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
     store = open_artifact_store(params)
     if params.pull:
         dvc_pull(params.repo)
-    ran: set[str] = set()
-    plan = []
+    stages: dict[str, str] = {}
     if params.seeds:  # the whole DAG as one DVC experiment over these seeds
         dvc_repro(params.repo, seeds=params.seeds)
-    else:  # every stage its own task, in DVC's dependency order; DVC decides what is skipped
-        plan = dvc_plan(params.repo)
-        for stage in plan:
-            outcome = dvc_stage(params.repo, stage.name, stage.up_to_date, any(u in ran for u in stage.upstream))
-            if outcome is True:  # a skipped stage's task ends in a Skipped state instead
-                ran.add(stage.name)
-        logger.info("DVC stages: %d ran, %d skipped", len(ran), len(plan) - len(ran))
+    else:
+        stages = run_stages(params.repo)
     versions = versions_of(params.repo)
     run_id = params.run_id or new_run_id(versions)
     bundle = assemble(params.repo, store, params, run_id, versions)
@@ -77,7 +71,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
         "files": len(manifest["files"]),
         "data_version": versions.data_version,
         "params_fingerprint": versions.params_fingerprint,
-        "stages": {stage.name: "ran" if stage.name in ran else "skipped" for stage in plan},
+        "stages": stages,
     }
     logger.info(
         "run %s: %s %.4f at %s missing %.0f%% (%s); %s",
@@ -90,6 +84,19 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
         summary["status"],
     )
     return summary
+
+
+def run_stages(repo: str) -> dict[str, str]:
+    """Every DVC stage its own task, in DVC's dependency order; DVC decides what is skipped.
+    Returns {stage: "ran" or "skipped"}."""
+    ran: set[str] = set()
+    plan = dvc_plan(repo)
+    for stage in plan:
+        outcome = dvc_stage(repo, stage.name, stage.up_to_date, any(u in ran for u in stage.upstream))
+        if outcome is True:  # a skipped stage's task ends in a Skipped state instead
+            ran.add(stage.name)
+    get_run_logger().info("DVC stages: %d ran, %d skipped", len(ran), len(plan) - len(ran))
+    return {stage.name: "ran" if stage.name in ran else "skipped" for stage in plan}
 
 
 def print_summary(summary: dict) -> None:
@@ -116,7 +123,8 @@ def print_summary(summary: dict) -> None:
     print(f"Dashboard: {summary['dashboard']}")
 
 
-def parse_params(argv: list[str] | None, description: str, **defaults) -> PipelineParams:
+def parse_params(argv: list[str] | None, description: str, **defaults) -> tuple[PipelineParams, bool]:
+    """The flow's parameters from the command line (every PipelineParams field a flag), and --debug."""
     parser = argparse.ArgumentParser(description=description)
     for name, field in PipelineParams.model_fields.items():
         flag = "--" + name.replace("_", "-")
@@ -129,26 +137,23 @@ def parse_params(argv: list[str] | None, description: str, **defaults) -> Pipeli
         else:
             parser.add_argument(flag, default=None, help=field.description)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of a failure")
-    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None and k != "debug"}
-    return PipelineParams(**{**defaults, **args})
+    args = vars(parser.parse_args(argv))
+    debug = args.pop("debug")
+    return PipelineParams(**{**defaults, **{k: v for k, v in args.items() if v is not None}}), debug
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_from_command_line(flow_function, argv: list[str] | None, description: str, **defaults) -> int:
+    """Parse, run the flow and print its summary; bad parameters exit 2, and a failure a user can cause ends
+    in one line naming it (exit 1; Prefect's log has the details, --debug the traceback)."""
     from pydantic import ValidationError
 
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    from mmp_core.cli import user_error
+
     try:
-        params = parse_params(argv, __doc__.splitlines()[0])
+        params, debug = parse_params(argv, description, **defaults)
     except ValidationError as error:
         print(f"invalid parameters: {error}", file=sys.stderr)
         return 2
-    return run_and_report(pipeline, params, debug)
-
-
-def run_and_report(flow_function, params: PipelineParams, debug: bool) -> int:
-    """Run a flow; a failure a user can cause ends in one line naming it (Prefect's log has the details)."""
-    from mmp_core.cli import user_error
-
     try:
         summary = flow_function(params)
     except Exception as error:
@@ -159,6 +164,10 @@ def run_and_report(flow_function, params: PipelineParams, debug: bool) -> int:
         return 1
     print_summary(summary)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_from_command_line(pipeline, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

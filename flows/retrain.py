@@ -11,7 +11,7 @@ import sys
 
 from prefect import flow, get_run_logger
 
-from flows.pipeline import parse_params, pipeline, run_and_report
+from flows.pipeline import pipeline, run_from_command_line
 from flows.tasks import dvc_pull, dvc_repro, open_artifact_store, versions_of
 from mmp_core.config import PipelineParams
 from mmp_core.publish import latest_run_metadata
@@ -51,15 +51,7 @@ def retrain(params: PipelineParams = PipelineParams(pull=True)) -> dict:  # noqa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pydantic import ValidationError
-
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    try:
-        params = parse_params(argv, __doc__.splitlines()[0], pull=True)
-    except ValidationError as error:
-        print(f"invalid parameters: {error}", file=sys.stderr)
-        return 2
-    return run_and_report(retrain, params, debug)
+    return run_from_command_line(retrain, argv, __doc__.splitlines()[0], pull=True)
 
 
 if __name__ == "__main__":

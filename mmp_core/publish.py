@@ -225,11 +225,6 @@ def promote(store: ArtifactStore, bundle: RunBundle, attempts: int = 5) -> tuple
     raise RuntimeError(f"run {bundle.run_id}: the champion kept moving during {attempts} promotion attempts")
 
 
-def promote_if_better(store: ArtifactStore, bundle: RunBundle) -> dict | None:
-    """`promote` for callers that only need the new pointer (None if not promoted)."""
-    return promote(store, bundle)[0]
-
-
 def latest_run_metadata(store: ArtifactStore) -> dict | None:
     latest = store.latest_run()
     return latest["metadata"] if latest else None

@@ -198,7 +198,7 @@ def test_retrain_publishes_then_skips_then_judges_a_data_change(tmp_path, s3):
     assert store.get_manifest(new_runs[0])["metadata"]["data_version"] != manifest["metadata"]["data_version"]
 
     # The same challenger against a constructed champion that is worse everywhere: promoted by the rule.
-    from mmp_core.publish import assemble_run, project_versions, promote_if_better
+    from mmp_core.publish import assemble_run, project_versions, promote
 
     constructed_champion(store, "constructed-low", -0.1, project)
     versions = project_versions(project)
@@ -208,7 +208,7 @@ def test_retrain_publishes_then_skips_then_judges_a_data_change(tmp_path, s3):
     )  # fmt: skip
     assert bundle.decision.promote, bundle.decision.reason
     store.publish_run(bundle.run_id, bundle.files, bundle.metadata)
-    assert promote_if_better(store, bundle)["run_id"] == "rejudged"
+    assert promote(store, bundle)[0]["run_id"] == "rejudged"
     assert store.get_champion()["previous_run_id"] == "constructed-low"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mmp_core.publish import Versions, assemble_run, promote, promote_if_better
+from mmp_core.publish import Versions, assemble_run, promote
 from mmp_core.report import load_run_results
 from mmp_core.seeds import aggregate_method
 from mmp_core.storage import ChampionMovedError, open_store
@@ -73,7 +73,7 @@ def test_a_model_that_does_not_learn_is_published_but_never_promoted(tmp_path):
     assert not bundle.decision.promote
     assert bundle.decision.reason.startswith("not promoted: the model does not learn: degenerate model")
     store.publish_run(bundle.run_id, bundle.files, bundle.metadata)
-    assert promote_if_better(store, bundle) is None and store.get_champion() is None
+    assert promote(store, bundle)[0] is None and store.get_champion() is None
     assert store.get_manifest("flat")["metadata"]["headline"]["input"]["warnings"] == [WARNING, f"seed 0: {WARNING}"]
     report = (repo / ".run" / "runs" / "flat" / "report.html").read_text()
     assert "id='sanity'" in report and "input: degenerate model" in report
@@ -87,7 +87,7 @@ def test_a_corrupt_champion_stops_the_run_instead_of_losing(tmp_path):
     store = open_store(str(tmp_path / "store"))
     first = assemble(repo, store, "first")
     store.publish_run(first.run_id, first.files, first.metadata)
-    promote_if_better(store, first)
+    promote(store, first)
     stored = tmp_path / "store" / "runs" / "first" / "results" / "input" / "metrics.json"
     stored.write_bytes(stored.read_bytes().replace(b"0.", b"9.", 1))  # one byte changed in the store
     with pytest.raises(ValueError, match=r"'results/input/metrics\.json' fails its checksum"):
