@@ -370,8 +370,7 @@ def _validate(
                     "inputs": input_settings(params),
                 },
             )
-            replace_dir(staged, checkpoint_dir / BEST_ADAPTER)
-            _deliver_adapter(checkpoint_dir, out_dir)
+            replace_dir(staged, checkpoint_dir / BEST_ADAPTER)  # delivered to out_dir once training ends
         if live is not None:
             for name, metric_value in metrics.items():
                 live.log_metric(f"val/{name}", metric_value)
@@ -410,16 +409,13 @@ def _adapter_step(adapter_dir: Path) -> int | None:
 
 
 def _ensure_adapter(state: LoopState, checkpoint_dir: Path, out_dir: Path) -> None:
-    """The summary will name `out_dir/adapter`: make sure it is the best step's, from the checkpoint if need be."""
-    if _adapter_step(out_dir / ADAPTER_DIR) == state.best_step:
-        return
-    if _adapter_step(checkpoint_dir / BEST_ADAPTER) == state.best_step:
-        _deliver_adapter(checkpoint_dir, out_dir)
-        return
-    raise RuntimeError(
-        f"the best adapter (step {state.best_step}) is neither in {out_dir / ADAPTER_DIR} nor in "
-        f"{checkpoint_dir / BEST_ADAPTER}; delete {checkpoint_dir} and train again"
-    )
+    """The summary will name `out_dir/adapter`: put the best step's there, from the checkpoint folder."""
+    if _adapter_step(checkpoint_dir / BEST_ADAPTER) != state.best_step:
+        raise RuntimeError(
+            f"the best adapter (step {state.best_step}) is not in {checkpoint_dir / BEST_ADAPTER}; "
+            f"delete {checkpoint_dir} and train again"
+        )
+    _deliver_adapter(checkpoint_dir, out_dir)
 
 
 def _open_live(out_dir: Path, resume: bool):
