@@ -378,9 +378,10 @@ class Predictor:
         `train.backbone`; a relative directory is looked up here, then at the root of the project around the
         current directory. Other arguments as `from_adapter`.
         """
+        from mmp_core.artifact_store import ArtifactStore
         from mmp_core.backbone import default_cache_dir
         from mmp_core.prompts import read_adapter_config
-        from mmp_core.storage import ArtifactStore, open_store
+        from mmp_core.storage import open_store
 
         if not isinstance(store, ArtifactStore):
             store = open_store(store, endpoint_url=endpoint_url)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import yaml
 
+from mmp_core.artifact_store import ArtifactStore, ChampionMovedError
 from mmp_core.fileio import atomic_write_json, atomic_write_text
 from mmp_core.promotion import PromotionDecision, build_run_metadata, decide_promotion, headline_summary
 from mmp_core.report import load_run_results, render_report
 from mmp_core.seeds import SEEDS_DIR
-from mmp_core.storage import ArtifactStore, ChampionMovedError
 
 MODELS_DIR = "models"
 RESULTS_DIR = "results"

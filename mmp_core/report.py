@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mmp_core.storage import DASHBOARD_KEY, ArtifactStore
+from mmp_core.artifact_store import DASHBOARD_KEY, ArtifactStore
 
 METHOD_ORDER = ("baseline", "attention", "input")
 TYPE_ORDER = ("text", "image", "both")

@@ -16,7 +16,8 @@ LAYERS = (
                 "model_card.py", "hub.py", "backbone.py", "prompts/*", "data/vocab.py", "__init__.py")),
     ("data", ("data/*",)),
     ("model stages", ("loading.py", "inference.py", "probe.py", "pretrain.py", "train.py", "evaluate.py", "seeds.py")),
-    ("publishing", ("storage.py", "promotion.py", "report.py", "publish.py")),
+    ("publishing", ("artifact_store.py", "local_store.py", "s3_store.py", "storage.py", "promotion.py", "report.py",
+                    "publish.py")),
     ("interfaces", ("predict.py", "commands.py", "cli.py", "data/commands.py")),
 )  # fmt: skip
 
