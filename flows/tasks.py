@@ -20,11 +20,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
 from mmp_core.artifact_store import ArtifactStore
+from mmp_core.dashboard import write_dashboard
 from mmp_core.fileio import atomic_write_text
 from mmp_core.promotion import PromotionDecision
 from mmp_core.publish import RunBundle, Versions, assemble_run, project_versions
 from mmp_core.publish import promote as promote_run
-from mmp_core.report import write_dashboard
 from mmp_core.storage import open_store
 
 

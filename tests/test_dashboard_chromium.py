@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mmp_core.dashboard import write_dashboard
 from mmp_core.local_store import LocalStore
 from mmp_core.promotion import build_run_metadata, headline_summary
-from mmp_core.report import write_dashboard
 from tests.results_fixtures import metrics_document
 
 CHROMIUM = shutil.which("chromium")
