@@ -364,7 +364,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from mmp_core.config import TrainParams, find_project_root, load_section, params_path
     from mmp_core.fileio import atomic_write_text
-    from mmp_core.predict import PredictionInput, Predictor, read_inputs
+    from mmp_core.predict import Predictor
+    from mmp_core.predict_io import PredictionInput, read_inputs
 
     if args.inputs and (args.image or args.text is not None):
         raise ValueError("give --inputs, or --image and/or --text, not both")
