@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = (
     "mmp_core.data.commands",
     "mmp_core.commands",
+    "mmp_core.predict_commands",
 )
 
 

@@ -18,7 +18,7 @@ LAYERS = (
     ("model stages", ("loading.py", "inference.py", "probe.py", "pretrain.py", "train.py", "evaluate.py", "seeds.py")),
     ("publishing", ("artifact_store.py", "local_store.py", "s3_store.py", "storage.py", "promotion.py", "report.py",
                     "dashboard.py", "publish.py")),
-    ("interfaces", ("predict_io.py", "predict.py", "commands.py", "cli.py", "data/commands.py")),
+    ("interfaces", ("predict_io.py", "predict.py", "commands.py", "predict_commands.py", "cli.py", "data/commands.py")),
 )  # fmt: skip
 
 
