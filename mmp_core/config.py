@@ -100,9 +100,26 @@ class TrainParams(Section):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of the steps spent warming up")
     val_per_epoch: int = Field(5, gt=0, description="validations (and checkpoints) per epoch")
     deepspeed_config: str = Field(
-        "infra/deepspeed/zero0_fp32.json", description="DeepSpeed JSON (zero0/zero2, fp32/bf16) in infra/deepspeed"
+        "infra/deepspeed/zero0.json", description="DeepSpeed JSON (ZeRO stage 0 or 2) in infra/deepspeed"
+    )
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="bf16: bf16 weights and activations, fp32 master weights in the optimizer and the adapter; "
+        "auto: bf16 where the hardware computes it natively (recent GPUs, CPUs with AVX512-BF16 or AMX), else fp32; "
+        "evaluation and prediction use the same",
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    cache_images: bool = Field(
+        True,
+        description="decode and resize every image once per dataset version and image setting, into a uint8 "
+        "cache under $MMP_CACHE_DIR/pixels (training and evaluation then read it instead of the JPEGs)",
+    )
+    frozen_features: bool = Field(
+        True,
+        description="baseline: train the pooler and head on the frozen backbone's [CLS] states, computed once per "
+        "sample and missing variant and cached (needs a backbone without dropout or patch sampling); false: run "
+        "the backbone at every step",
+    )
     keep_checkpoints: int = Field(2, gt=0, description="resumable checkpoints kept during training")
     seed: int = Field(0, description="initial weights and batch order")
     missing_seed: int = Field(0, description="seed of the missing tables")

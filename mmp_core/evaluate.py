@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmp_core.features import FeatureDataset, feature_collate, live_reason, variant_features
 from mmp_core.inference import predict
 from mmp_core.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
+from mmp_core.precision import resolve_precision, torch_dtype
 from mmp_core.prompts import COMPLETE, IMAGE_MISSING, NUM_MISSING_TYPES, TEXT_MISSING
 from mmp_core.results import write_results
 
@@ -133,13 +135,26 @@ def evaluate_adapter(
         )
     tokenizer = tokenizer_for(train_params.backbone, prepared)
     headline = (params.test_missing.type, params.test_missing.rate)
+    precision = resolve_precision(train_params.precision)  # as in training
+    dtype = torch_dtype(precision)
+    model = model.to(dtype)
+    test_set = split_dataset(prepared, split, tokenizer, train_params, None)
+    make_dataset, data_collate = test_set.with_missing, collate
+    if model.prompts is None and train_params.frozen_features and live_reason(model.backbone) is None:
+        # The baseline's backbone output does not depend on the adapter: computed once, shared by every seed.
+        features = variant_features(model, test_set, collate, batch_size=params.batch_size, dtype=dtype)
+        make_dataset, data_collate = (
+            (lambda table: FeatureDataset(features, test_set.with_missing(table))),
+            feature_collate,
+        )
     outputs = run_variants(
         model,
-        lambda table: split_dataset(prepared, split, tokenizer, train_params, table),
-        collate,
+        make_dataset,
+        data_collate,
         prepared.rows(split),
         batch_size=params.batch_size,
         seed=params.seed,
+        dtype=dtype,
     )
     reference = params.test_missing.source == "reference"
 
@@ -165,6 +180,7 @@ def evaluate_adapter(
         },
     )
     document["data_version"] = data_version(prepared)
+    document["precision"] = precision
     headline_table = table_for(*headline)
     document["sanity"] = sanity_check(
         prepared.spec.task,

@@ -15,10 +15,18 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "pixel_mask", "mi
 
 
 def model_inputs(batch: dict, device: torch.device | str, dtype: torch.dtype = torch.float32) -> dict:
-    """The prompt model's keyword inputs from a collated batch, on `device`; images in `dtype`."""
+    """The prompt model's keyword inputs from a collated batch, on `device`; images (or the frozen [CLS]
+    features a feature batch carries instead of inputs) in `dtype`."""
+    if "frozen_cls" in batch:
+        return {"frozen_cls": batch["frozen_cls"].to(device, dtype)}
     inputs = {key: batch[key].to(device) for key in MODEL_INPUTS}
     inputs["pixel_values"] = batch["pixel_values"].to(device, dtype)
     return inputs
+
+
+def class_scores(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    """What `predict` returns per batch by default: the model's per-class probabilities."""
+    return model.scores(model(**inputs))
 
 
 def _dist_info() -> tuple[int, int]:
@@ -38,8 +46,12 @@ def predict(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     progress: str | None = None,
+    output: Callable[[torch.nn.Module, dict], torch.Tensor] = class_scores,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-class probabilities (N, C) and labels for every sample of `dataset`, in dataset order.
+
+    `output(model, inputs)` is what is collected per batch (default: the per-class probabilities; the frozen
+    feature cache collects `model.frozen_cls(**inputs)`), returned as float32.
 
     Samples carry an `index` (their position in `dataset`); labels are None when they carry none (new inputs
     in `mmp predict`, which runs this same function so that its scores are evaluation's).
@@ -67,7 +79,7 @@ def predict(
     with torch.random.fork_rng(devices=[]), reporter:
         torch.manual_seed(seed)
         for batch in loader:
-            scores.append(core.scores(core(**model_inputs(batch, device, dtype))).cpu().numpy())
+            scores.append(output(core, model_inputs(batch, device, dtype)).float().cpu().numpy())
             if "labels" in batch:
                 labels.append(batch["labels"].numpy())
             indices.append(batch["index"].numpy())

@@ -66,6 +66,7 @@ def split_dataset(prepared, split: str, tokenizer, params: TrainParams, missing)
         image_config=image_config(params),
         max_text_len=params.max_text_len,
         missing=missing,
+        cache_pixels=params.cache_images,
     )
 
 

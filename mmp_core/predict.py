@@ -33,6 +33,7 @@ import torch
 
 from mmp_core.config import TrainParams, find_project_root, load_section
 from mmp_core.missing import CODE_NAMES
+from mmp_core.precision import resolve_precision, torch_dtype
 from mmp_core.predict_io import InputError, Prediction, PredictionInput, load_input, select_labels
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Predictor:
         batch_size: int = 16,
         seed: int = 0,
         description: str = "",
+        dtype: torch.dtype = torch.float32,
     ):
         if len(label_names) != model.config.num_labels:
             raise ValueError(f"{len(label_names)} label names for a model with {model.config.num_labels} labels")
@@ -84,6 +86,7 @@ class Predictor:
         self.batch_size = batch_size
         self.seed = seed
         self.description = description
+        self.dtype = dtype  # of the model's weights: the precision it was trained in
 
     @property
     def task(self) -> str:
@@ -131,7 +134,8 @@ class Predictor:
                     "was trained with: params= (Python) or --params PATH (mmp predict)"
                 )
             try:
-                params = TrainParams.model_validate({"backbone": source, **training["inputs"]})
+                # Adapters from before precision was recorded were trained in fp32.
+                params = TrainParams.model_validate({"backbone": source, "precision": "fp32", **training["inputs"]})
             except ValueError as error:
                 raise ValueError(f"{config_path}: invalid input settings ({error})") from None
         else:
@@ -155,7 +159,8 @@ class Predictor:
         names = _label_names(label_names, training, model.config.num_labels, config_path)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model.to(device)
+        dtype = torch_dtype(resolve_precision(params.precision, device))
+        model.to(device, dtype)
         return cls(
             model,
             tokenizer_for(source, None),
@@ -163,6 +168,7 @@ class Predictor:
             max_text_len=params.max_text_len,
             image_config=ImageConfig(**params.image.model_dump()),
             description=f"{adapter_dir} on {source}",
+            dtype=dtype,
             **kwargs,
         )
 
@@ -282,7 +288,12 @@ class Predictor:
                     results.append(result)
                 if samples:
                     scores, _ = predict(
-                        self.model, _Samples(samples), collate, batch_size=self.batch_size, seed=self.seed
+                        self.model,
+                        _Samples(samples),
+                        collate,
+                        batch_size=self.batch_size,
+                        seed=self.seed,
+                        dtype=self.dtype,
                     )
                     for result, row in zip(rows, scores, strict=True):
                         result.scores = {name: float(s) for name, s in zip(self.label_names, row, strict=True)}

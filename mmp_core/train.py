@@ -22,7 +22,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +32,12 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from mmp_core.config import METHODS, TrainParams
+from mmp_core.features import FeatureDataset, feature_collate, live_reason
 from mmp_core.fileio import atomic_write_json, recover_dir, replace_dir
 from mmp_core.inference import model_inputs, predict
 from mmp_core.loading import backbone_for, data_version, open_prepared, split_dataset, tokenizer_for
 from mmp_core.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
+from mmp_core.precision import resolve_precision
 from mmp_core.progress import Progress
 from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 
@@ -93,10 +95,27 @@ def init_distributed() -> tuple[int, int]:
     if "RANK" not in os.environ:  # launched directly: a group of one
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    _skip_shared_memory_op()
     if not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _skip_shared_memory_op() -> None:
+    """Keep DeepSpeed from JIT-compiling its CPU shared-memory all-reduce op (about a minute, again whenever
+    the compiler toolchain changes) when it sets up communication.
+
+    DeepSpeed builds that op for every CPU process group, but uses it only for tensor-parallel *inference*
+    all-reduces; training's gradient all-reduce goes through gloo either way. Marking the op incompatible is
+    the switch DeepSpeed itself consults before building it.
+    """
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None:
+        deepspeed.ops.__compatible_ops__[builder.NAME] = False
 
 
 def _free_port() -> int:
@@ -106,7 +125,8 @@ def _free_port() -> int:
 
 
 def deepspeed_config(path: str | Path, params: TrainParams, world_size: int) -> dict:
-    """The JSON config from infra/deepspeed with the batch sizes derived from params and the world size.
+    """The JSON config from infra/deepspeed with the batch sizes derived from params and the world size, and
+    the bf16 section from `params.precision` (the one place precision is set).
 
     A relative path is looked up in the current directory, then in the mmp checkout (where infra/ lives).
     """
@@ -133,6 +153,12 @@ def deepspeed_config(path: str | Path, params: TrainParams, world_size: int) -> 
     )
     if "optimizer" in config or "scheduler" in config:
         raise ValueError(f"{path}: the optimizer and scheduler are built by mmp (docs/method.md §6); remove them")
+    for section in ("bf16", "fp16", "amp"):
+        if section in config:
+            raise ValueError(
+                f"{path}: remove the {section!r} section; precision is train.precision (auto, bf16 or fp32)"
+            )
+    config["bf16"] = {"enabled": resolve_precision(params.precision) == "bf16"}
     return config
 
 
@@ -171,6 +197,28 @@ def params_fingerprint(params: TrainParams, method: str, data_fingerprint: str) 
     """Identifies a training run's inputs: a checkpoint is only resumed by a run with the same one."""
     payload = json.dumps({"params": params.model_dump(mode="json"), "method": method, "data": data_fingerprint})
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def master_weights(engine, model: MissingAwarePromptModel) -> dict[str, torch.Tensor]:
+    """The trainable tensors in fp32, as the optimizer holds them.
+
+    Under bf16 the module's parameters are bf16 roundings of DeepSpeed's fp32 master weights; the adapter keeps
+    the masters: ZeRO's (gathered from every rank's partition, so call this on all ranks) or, without ZeRO,
+    those of DeepSpeed's mixed-precision wrapper (its fp16_groups / fp32_groups pair up parameter by parameter).
+    """
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    paired = {}
+    optimizer = engine.optimizer
+    if hasattr(optimizer, "fp16_groups") and hasattr(optimizer, "fp32_groups"):
+        for low, high in zip(optimizer.fp16_groups, optimizer.fp32_groups, strict=True):
+            paired.update({id(p): master for p, master in zip(low, high, strict=True)})
+    tensors = model.trainable_state_dict()
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            master = safe_get_full_fp32_param(parameter)
+            tensors[name] = paired.get(id(parameter), parameter) if master is None else master
+    return {name: tensor.detach().float().cpu().contiguous() for name, tensor in tensors.items()}
 
 
 def adapter_hash(model: MissingAwarePromptModel) -> str:
@@ -262,6 +310,9 @@ def train(
     )
     dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
     device = engine.device
+    if model.prompts is None and params.frozen_features:
+        data = _on_frozen_features(model, data, params, dtype, method, rank)
+        train_set = data.train_dataset
 
     _claim_checkpoint_dir(checkpoint_dir, fingerprint, rank)
     state = _resume(engine, checkpoint_dir, fingerprint, rank)
@@ -278,6 +329,8 @@ def train(
     progress = Progress(total_steps, f"train {method}", initial=state.global_step, enabled=rank == 0)
     loader_generator = torch.Generator().manual_seed(params.seed)  # keeps DataLoader off the global RNG
     samples_seen = 0
+    timing = {"setup_seconds": time.perf_counter() - started, "validation_seconds": 0.0, "checkpoint_seconds": 0.0}
+    loop_started = time.perf_counter()
     for epoch in range(state.epoch, params.epochs):
         order = epoch_order(len(train_set), params.seed, epoch)[rank::world_size][: micro_per_epoch * params.batch_size]
         remaining = order[state.micro_step_in_epoch * params.batch_size :]
@@ -304,20 +357,31 @@ def train(
             progress.update(1, loss=loss.item(), lr=scheduler.get_last_lr()[0])
             step_in_epoch = state.micro_step_in_epoch // accumulation
             if step_in_epoch in val_points:
+                tick = time.perf_counter()
                 _validate(
                     engine, model, data, params, state, metric_name, method, fingerprint, out_dir, checkpoint_dir, live
                 )
                 if step_in_epoch == steps_per_epoch:  # the epoch is done: the checkpoint points at the next
                     state.epoch, state.micro_step_in_epoch = epoch + 1, 0
+                tock = time.perf_counter()
                 _save_checkpoint(engine, checkpoint_dir, state, fingerprint, params.keep_checkpoints, rank)
+                timing["validation_seconds"] += tock - tick
+                timing["checkpoint_seconds"] += time.perf_counter() - tock
         state.epoch, state.micro_step_in_epoch = epoch + 1, 0
     progress.close()
+    # The step loop alone (data, forward, backward, optimizer), without validation and checkpoints: what
+    # bench/ compares with the bare model step.
+    timing["loop_seconds"] = (
+        time.perf_counter() - loop_started - timing["validation_seconds"] - timing["checkpoint_seconds"]
+    )
+    timing["loop_samples_per_second"] = samples_seen / max(timing["loop_seconds"], 1e-9)
 
     if rank == 0:
         _ensure_adapter(state, checkpoint_dir, out_dir)
     summary = _finish(model, state, params, method, metric_name, fingerprint, data, world_size, rank, out_dir)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["train_samples_per_second_this_run"] = round(samples_seen / max(summary["seconds"], 1e-9), 2)
+    summary["timing"] = {name: round(value, 2) for name, value in timing.items()}
     if rank == 0:
         atomic_write_json(out_dir / SUMMARY_NAME, summary)
         if live is not None:
@@ -326,6 +390,23 @@ def train(
     if rank == 0:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the adapter is the product; scratch goes
     return summary
+
+
+def _on_frozen_features(model, data: TrainingData, params: TrainParams, dtype, method: str, rank: int) -> TrainingData:
+    """The baseline's splits as cached frozen [CLS] features (mmp_core.features), when the backbone allows it."""
+    reason = live_reason(model.backbone)
+    if reason is not None:
+        if rank == 0:
+            print(f"[{method}] frozen features off: {reason}; the backbone runs at every step")
+        return data
+    started = time.perf_counter()
+    kwargs = {"batch_size": max(64, params.batch_size), "dtype": dtype}
+    train_set = FeatureDataset.of(model, data.train_dataset, data.collate, **kwargs)
+    val_set = FeatureDataset.of(model, data.val_dataset, data.collate, **kwargs)
+    if rank == 0:
+        print(f"[{method}] frozen [CLS] features of {len(train_set)} + {len(val_set)} samples ready in "
+              f"{time.perf_counter() - started:.1f} s (cached); the backbone does not run in the loop")  # fmt: skip
+    return replace(data, train_dataset=train_set, val_dataset=val_set, collate=feature_collate)
 
 
 def _validate(
@@ -337,7 +418,7 @@ def _validate(
         data.collate,
         batch_size=params.batch_size,
         seed=params.seed,
-        dtype=model_dtype(engine),
+        dtype=torch.bfloat16 if engine.bfloat16_enabled() else torch.float32,
     )
     metrics = compute_metrics(data.task, scores, labels)
     value = metrics[metric_name]
@@ -348,6 +429,7 @@ def _validate(
         # Does it learn at all? One answer for every sample, or no better than knowing only the label prior.
         prior = prior_baseline(data.task, data.train_dataset.labels, labels)
         state.best_sanity = sanity_check(data.task, scores, labels, prior)
+    weights = master_weights(engine, model) if improved else None  # a collective under ZeRO-2: every rank takes part
     if torch.distributed.get_rank() == 0:
         if improved:
             # The best adapter is written into the checkpoint folder first: a run that is killed and resumed
@@ -356,6 +438,7 @@ def _validate(
             shutil.rmtree(staged, ignore_errors=True)
             model.save_pretrained(
                 staged,
+                state_dict=weights,
                 extra={
                     "method": method,
                     "step": state.global_step,
@@ -385,11 +468,8 @@ def input_settings(params: TrainParams) -> dict:
         "max_text_len": params.max_text_len,
         "text_positions": params.text_positions,
         "image": params.image.model_dump(),
+        "precision": resolve_precision(params.precision),
     }
-
-
-def model_dtype(engine) -> torch.dtype:
-    return torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
 
 
 def _deliver_adapter(checkpoint_dir: Path, out_dir: Path) -> None:
@@ -485,6 +565,7 @@ def _finish(model, state, params, method, metric_name, fingerprint, data, world_
         "steps": state.global_step,
         "epochs": params.epochs,
         "world_size": world_size,
+        "precision": resolve_precision(params.precision),
         "rank_parameter_hashes": hashes,
         "params_fingerprint": fingerprint,
         "data_fingerprint": data.fingerprint,

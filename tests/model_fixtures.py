@@ -95,12 +95,12 @@ def mmp_env(tmp: Path) -> dict:
     return env
 
 
-def run_mmp(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+def run_mmp(args: list[str], cwd: Path, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     """`mmp ...` as a user runs it (a fresh process); fails the test with its output if it fails."""
     result = subprocess.run(
         [sys.executable, "-m", "mmp_core.cli", *args],
         cwd=cwd,
-        env=mmp_env(cwd),
+        env=env or mmp_env(cwd),
         capture_output=True,
         text=True,
         timeout=600,

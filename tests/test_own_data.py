@@ -16,6 +16,7 @@ from data_fixtures import make_mmimdb
 from mmp_core.backbone import load_backbone
 from mmp_core.data.datasets import MMIMDB_GENRES
 from mmp_core.data.vocab import build_vocab, write_vocab
+from mmp_core.precision import resolve_precision
 from tests.model_fixtures import TINY_IMAGE, mmp_env, save_backbone_to_hub_cache
 
 pytestmark = pytest.mark.slow
@@ -103,7 +104,9 @@ def test_own_dataset_from_raw_files_to_predictions(tmp_path):
     assert adapter["backbone"]["name_or_path"] == f"{HUB_ID}@{commit}"
     assert adapter["backbone"]["max_position_embeddings"] == 64
     assert adapter["training"]["label_names"] == list(MMIMDB_GENRES)
-    assert adapter["training"]["inputs"] == {"max_text_len": 64, "text_positions": 64, "image": TINY_IMAGE}
+    assert adapter["training"]["inputs"] == {
+        "max_text_len": 64, "text_positions": 64, "image": TINY_IMAGE, "precision": resolve_precision("auto"),
+    }  # fmt: skip
 
     # 3. evaluate on the scenario grid
     mmp("evaluate", "--method", "input", "--prepared", "../data/prepared", "--adapter", "../models/input/adapter",

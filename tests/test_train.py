@@ -17,9 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 from mmp_core.config import TrainParams
+from mmp_core.precision import resolve_precision
 from mmp_core.prompts import ADAPTER_WEIGHTS_NAME, MissingAwarePromptModel
 from mmp_core.train import deepspeed_config, parameter_groups, validation_steps
-from tests.model_fixtures import make_backbone_dir, make_prepared, mmp_env, run_mmp, write_params
+from tests.model_fixtures import REPO, make_backbone_dir, make_prepared, mmp_env, run_mmp, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -186,14 +187,14 @@ def test_bad_inputs_are_clear_errors(workspace):
 
 def test_deepspeed_config_fills_batch_sizes_from_params():
     params = TrainParams(batch_size=8, effective_batch_size=64)
-    config = deepspeed_config("infra/deepspeed/zero2_bf16.json", params, world_size=2)
+    config = deepspeed_config("infra/deepspeed/zero2.json", params.model_copy(update={"precision": "bf16"}), 2)
     assert config["train_micro_batch_size_per_gpu"] == 8
     assert config["gradient_accumulation_steps"] == 4
     assert config["train_batch_size"] == 64
     assert config["zero_optimization"]["stage"] == 2 and config["bf16"]["enabled"]
     assert not any(key.startswith("_") for key in config)
     with pytest.raises(ValueError, match="not a multiple of batch_size x processes"):
-        deepspeed_config("infra/deepspeed/zero0_fp32.json", TrainParams(batch_size=8, effective_batch_size=8), 2)
+        deepspeed_config("infra/deepspeed/zero0.json", TrainParams(batch_size=8, effective_batch_size=8), 2)
     with pytest.raises(FileNotFoundError, match="DeepSpeed config not found"):
         deepspeed_config("infra/deepspeed/nope.json", params, 1)
 
@@ -218,17 +219,55 @@ def test_validation_points_are_spread_and_include_the_epoch_end():
     assert validation_steps(3, 5) == {1, 2, 3}
 
 
-@pytest.mark.parametrize("config", ["zero2_bf16", "zero0_bf16", "zero2_fp32"])
-def test_other_deepspeed_configs_train(workspace, config):
+@pytest.mark.parametrize(("stage", "precision"), [("zero2", "bf16"), ("zero0", "bf16"), ("zero2", "fp32")])
+def test_other_deepspeed_configs_train(workspace, stage, precision):
+    name = f"{stage}-{precision}"
     params = write_params(
-        workspace / f"{config}.yaml",
+        workspace / f"{name}.yaml",
         workspace / "backbone",
         epochs=1,
-        deepspeed_config=f"infra/deepspeed/{config}.json",
+        deepspeed_config=f"infra/deepspeed/{stage}.json",
+        precision=precision,
     )
-    run_mmp(train_args(workspace, "input", config, params), workspace)
-    summary = json.loads((workspace / config / "train_summary.json").read_text())
+    run_mmp(train_args(workspace, "input", name, params), workspace)
+    summary = json.loads((workspace / name / "train_summary.json").read_text())
     assert summary["steps"] == 6 and len(summary["history"]) == 2
-    tensors = adapter_tensors(workspace / config)
+    assert summary["precision"] == precision
+    tensors = adapter_tensors(workspace / name)
     assert tensors["prompts"].dtype == torch.float32, "adapters are saved in fp32 whatever the training precision"
     assert all(torch.isfinite(t).all() for t in tensors.values())
+    if precision == "bf16":
+        # The optimizer's fp32 master weights, not the module's bf16 copy: updates of size lr x 1e-3 move
+        # the masters by amounts a bf16 rounding would lose.
+        head = tensors["head.0.weight"]
+        assert not torch.equal(head, head.bfloat16().float()), "adapter holds bf16 roundings, not fp32 masters"
+
+
+def test_single_process_training_compiles_no_deepspeed_op(workspace, tmp_path):
+    """A first `mmp train` on a machine must not JIT-build DeepSpeed's shared-memory op (about a minute)."""
+    extensions = tmp_path / "torch_extensions"
+    params = write_params(workspace / "noop.yaml", workspace / "backbone", epochs=1)
+    result = run_mmp(
+        train_args(workspace, "baseline", "no-op-build", params),
+        workspace,
+        env={**mmp_env(workspace), "TORCH_EXTENSIONS_DIR": str(extensions)},
+    )
+    assert "built successfully" not in result.stdout + result.stderr
+    assert not extensions.exists() or not any(extensions.rglob("*.so")), list(extensions.rglob("*"))
+
+
+def test_precision_is_set_in_one_place():
+    params = TrainParams(batch_size=8, effective_batch_size=8)
+    assert deepspeed_config("infra/deepspeed/zero0.json", params.model_copy(update={"precision": "fp32"}), 1)[
+        "bf16"
+    ] == {"enabled": False}
+    auto = deepspeed_config("infra/deepspeed/zero0.json", params, 1)["bf16"]["enabled"]
+    assert auto == (resolve_precision("auto") == "bf16")
+
+
+def test_a_deepspeed_config_with_its_own_precision_is_refused(tmp_path):
+    config = json.loads((REPO / "infra/deepspeed/zero0.json").read_text())
+    config["bf16"] = {"enabled": True}
+    (tmp_path / "mine.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"precision is train\.precision"):
+        deepspeed_config(tmp_path / "mine.json", TrainParams(batch_size=8, effective_batch_size=8), 1)

@@ -14,6 +14,7 @@ have them; predictions on new inputs have no labels):
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -149,26 +150,45 @@ class MultimodalDataset(torch.utils.data.Dataset):
         self.natural = natural_missing_codes(
             self.reader.has_image(), np.array([bool(t) for t in self.texts], dtype=bool), self.reader.path
         )
+        self.missing_types = self._effective_types(missing)
+        self.pixel_cache = None
+        if cache_pixels:
+            from mmp_core.data.pixels import PixelCache
+
+            self.pixel_cache = PixelCache.build(self.reader, self.image_config, self.checksum)
+            # Every text (and the empty one) tokenised in one call: the tokenizer is the other per-item cost.
+            encoded = tokenizer([*self.texts, ""], max_length=self.max_text_len, padding="max_length", truncation=True)
+            self.token_ids = torch.tensor(encoded["input_ids"], dtype=torch.long)
+            self.token_mask = torch.tensor(encoded["attention_mask"], dtype=torch.long)
+
+    def _effective_types(self, missing: np.ndarray | None) -> np.ndarray:
         n = len(self.texts)
         if missing is None:
             table = np.zeros(n, dtype=np.int8)
         else:
             table = np.asarray(missing)
             if table.shape != (n,):
-                raise ValueError(f"missing table has shape {table.shape}, but split {split!r} has {n} rows")
+                raise ValueError(f"missing table has shape {table.shape}, but split {self.split!r} has {n} rows")
             if n and (table.min() < COMPLETE or table.max() > IMAGE_MISSING):
                 raise ValueError("missing table values must be 0 (complete), 1 (text missing) or 2 (image missing)")
-        self.missing_types = np.where(self.natural != COMPLETE, self.natural, table).astype(np.int8)
-        self.pixel_cache = None
-        if cache_pixels:
-            from mmp_core.data.pixels import PixelCache
+        return np.where(self.natural != COMPLETE, self.natural, table).astype(np.int8)
 
-            checksum = prepared.manifest["files"][split]["sha256"]
-            self.pixel_cache = PixelCache.build(self.reader, self.image_config, checksum)
-            # Every text (and the empty one) tokenised in one call: the tokenizer is the other per-item cost.
-            encoded = tokenizer([*self.texts, ""], max_length=self.max_text_len, padding="max_length", truncation=True)
-            self.token_ids = torch.tensor(encoded["input_ids"], dtype=torch.long)
-            self.token_mask = torch.tensor(encoded["attention_mask"], dtype=torch.long)
+    def with_missing(self, missing: np.ndarray | None) -> MultimodalDataset:
+        """The same split under another missing table (natural missing still wins), sharing everything else."""
+        other = copy.copy(self)
+        other.missing_types = self._effective_types(missing)
+        return other
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the split's arrow file (from the manifest): identifies its content."""
+        return self.prepared.manifest["files"][self.split]["sha256"]
+
+    def label(self, index: int) -> torch.Tensor:
+        """A row's label as the loss reads it: multi-hot float32 (multilabel) or the class id (int64)."""
+        if self.spec.task == "multilabel":
+            return torch.from_numpy(self.labels[index].astype(np.float32))
+        return torch.tensor(int(self.labels[index]), dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -194,10 +214,7 @@ class MultimodalDataset(torch.utils.data.Dataset):
                 "pixel_values": torch.from_numpy(pixels),
                 "missing_type": code,
             }
-        if self.spec.task == "multilabel":
-            sample["labels"] = torch.from_numpy(self.labels[index].astype(np.float32))
-        else:
-            sample["labels"] = torch.tensor(int(self.labels[index]), dtype=torch.long)
+        sample["labels"] = self.label(index)
         sample["index"] = index
         return sample
 

@@ -120,13 +120,14 @@ class MissingAwarePromptModel(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(
         self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        pixel_values: torch.Tensor,
-        pixel_mask: torch.Tensor,
-        missing_type: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        missing_type: torch.Tensor | None = None,
+        frozen_cls: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits (B, num_labels).
+        """Logits (B, num_labels), from the inputs or (baseline only) from the frozen backbone's [CLS] output.
 
         Args:
             input_ids: (B, T) token ids, T <= the backbone's text positions.
@@ -134,15 +135,39 @@ class MissingAwarePromptModel(nn.Module):
             pixel_values: (B, 3, H, W) normalised images (a missing image is a tensor of ones).
             pixel_mask: (B, H, W), 1 for real pixels, 0 for batch padding.
             missing_type: (B,) 0 complete, 1 text missing, 2 image missing; selects each sample's prompts.
+            frozen_cls: (B, H) what `frozen_cls()` returned for these inputs, instead of all of them: without
+                prompts nothing trainable sits inside the backbone, so its output can be computed once.
         """
+        if frozen_cls is not None:
+            if self.prompts is not None:
+                raise ValueError("frozen_cls feeds the baseline only: prompts change the backbone's output")
+            return self.head(self.pooler(frozen_cls[:, None, :]))
+        hidden, num_prompt_tokens = self._hidden_states(
+            input_ids, attention_mask, pixel_values, pixel_mask, missing_type
+        )
+        # The text [CLS] is the first token after the accumulated prompt tokens; prompts are never pooled.
+        pooled = self.pooler(hidden[:, num_prompt_tokens:])
+        return self.head(pooled)
+
+    def frozen_cls(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor,
+        missing_type: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, H): the frozen backbone's final, layer-normed text [CLS] state, what the baseline's pooler reads."""
+        if self.prompts is not None:
+            raise ValueError("the backbone's output depends on the trained prompts: only the baseline has frozen_cls")
+        return self._hidden_states(input_ids, attention_mask, pixel_values, pixel_mask, missing_type)[0][:, 0]
+
+    def _hidden_states(self, input_ids, attention_mask, pixel_values, pixel_mask, missing_type):
         self._check_inputs(input_ids, attention_mask, pixel_values, pixel_mask, missing_type)
         embeddings, mask = self.backbone.embeddings(
             input_ids, attention_mask, None, pixel_values, pixel_mask, None, None, image_token_type_idx=1
         )
-        hidden, num_prompt_tokens = self.encode(embeddings, mask, missing_type)
-        # The text [CLS] is the first token after the accumulated prompt tokens; prompts are never pooled.
-        pooled = self.pooler(hidden[:, num_prompt_tokens:])
-        return self.head(pooled)
+        return self.encode(embeddings, mask, missing_type)
 
     def encode(
         self, embeddings: torch.Tensor, mask: torch.Tensor, missing_type: torch.Tensor
@@ -218,6 +243,10 @@ class MissingAwarePromptModel(nn.Module):
         return layer.output(layer.intermediate(layer.layernorm_after(hidden)), hidden)
 
     def _check_inputs(self, input_ids, attention_mask, pixel_values, pixel_mask, missing_type) -> None:
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
+        given.update(pixel_mask=pixel_mask, missing_type=missing_type)
+        if absent := [name for name, value in given.items() if value is None]:
+            raise ValueError(f"missing model inputs: {', '.join(absent)}")
         batch_size = input_ids.shape[0]
         shapes = {
             "input_ids": tuple(input_ids.shape),
@@ -299,16 +328,29 @@ class MissingAwarePromptModel(nn.Module):
             },
         }
 
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike,
+        extra: dict | None = None,
+        state_dict: dict[str, torch.Tensor] | None = None,
+    ) -> Path:
         """Write `adapter_config.json` (sorted keys) and `adapter_model.safetensors` (trainable tensors only).
 
         Each file is written under a temporary name and renamed, so a crash never leaves a half-written file.
-        `extra` (JSON-serialisable) is stored under the config's "training" key.
+        `extra` (JSON-serialisable) is stored under the config's "training" key. `state_dict` replaces the
+        module's own trainable tensors (e.g. an optimizer's fp32 master weights under bf16 training); it must
+        hold exactly the same names.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        # Stored in fp32 whatever the training precision (bf16 weights convert exactly).
-        tensors = {name: t.detach().cpu().float().contiguous() for name, t in self.trainable_state_dict().items()}
+        own = self.trainable_state_dict()
+        if state_dict is not None and set(state_dict) != set(own):
+            raise ValueError(
+                f"state_dict does not match the trainable tensors: missing {sorted(set(own) - set(state_dict))}, "
+                f"unexpected {sorted(set(state_dict) - set(own))}"
+            )
+        # Stored in fp32 whatever the training precision.
+        tensors = {name: t.detach().cpu().float().contiguous() for name, t in (state_dict or own).items()}
         metadata = self.adapter_metadata()
         if extra is not None:
             metadata["training"] = extra
