@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from prefect import flow, get_run_logger
 
@@ -35,11 +36,13 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
     store = open_artifact_store(params)
     if params.pull:
         dvc_pull(params.repo)
+    started = time.perf_counter()
     stages: dict[str, str] = {}
+    stage_seconds: dict[str, float] = {}
     if params.seeds:  # the whole DAG as one DVC experiment over these seeds
         dvc_repro(params.repo, seeds=params.seeds)
     else:
-        stages = run_stages(params.repo)
+        stages, stage_seconds = run_stages(params.repo)
     versions = versions_of(params.repo)
     run_id = params.run_id or new_run_id(versions)
     bundle = assemble(params.repo, store, params, run_id, versions)
@@ -72,6 +75,8 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
         "data_version": versions.data_version,
         "params_fingerprint": versions.params_fingerprint,
         "stages": stages,
+        "stage_seconds": stage_seconds,
+        "seconds": round(time.perf_counter() - started, 1),
     }
     logger.info(
         "run %s: %s %.4f at %s missing %.0f%% (%s); %s",
@@ -86,28 +91,35 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
     return summary
 
 
-def run_stages(repo: str) -> dict[str, str]:
+def run_stages(repo: str) -> tuple[dict[str, str], dict[str, float]]:
     """Every DVC stage its own task, in DVC's dependency order; DVC decides what is skipped.
-    Returns {stage: "ran" or "skipped"}."""
-    ran: set[str] = set()
+    Returns {stage: "ran" or "skipped"} and the seconds of the stages that ran."""
+    ran: dict[str, float] = {}
     plan = dvc_plan(repo)
     for stage in plan:
+        started = time.perf_counter()
         outcome = dvc_stage(repo, stage.name, stage.up_to_date, any(u in ran for u in stage.upstream))
         if outcome is True:  # a skipped stage's task ends in a Skipped state instead
-            ran.add(stage.name)
+            ran[stage.name] = round(time.perf_counter() - started, 1)
     get_run_logger().info("DVC stages: %d ran, %d skipped", len(ran), len(plan) - len(ran))
-    return {stage.name: "ran" if stage.name in ran else "skipped" for stage in plan}
+    return {stage.name: "ran" if stage.name in ran else "skipped" for stage in plan}, ran
 
 
 def print_summary(summary: dict) -> None:
     print()
     if summary["status"] == "unchanged":
         print(f"Nothing changed since run {summary['run_id']}: no retraining.")
+        if "seconds" in summary:
+            print(f"Flow time: {summary['seconds']:.0f} s")
         return
     stages = summary.get("stages") or {}
     if stages:
         skipped = [name for name, outcome in stages.items() if outcome == "skipped"]
         print(f"DVC stages: {len(stages) - len(skipped)} ran, {len(skipped)} skipped (up to date)")
+        if seconds := summary.get("stage_seconds"):
+            print("  " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()))
+    if "seconds" in summary:
+        print(f"Flow time: {summary['seconds']:.0f} s")
     print(f"Run {summary['run_id']} ({summary['status']}): {summary['decision']}")
     seeds = summary.get("seeds") or []
     if len(seeds) > 1:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import argparse
 import json
 import os
 import time
+from collections import Counter
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:

@@ -25,9 +25,7 @@ Ids are 7 digits, the first one the split (1 train, 2 dev, 3 test).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
