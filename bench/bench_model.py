@@ -32,7 +32,7 @@ SHAPES = {
     "embedded (small)": ("small:small", 40, 96, 32),
     "ViLT-B/32": ("small:vilt-b32", 40, 384, 8),
 }
-METHODS = {"baseline": "none", "attention": "attention", "input": "input"}
+from mmp_core.config import METHODS  # noqa: E402
 
 
 class SyntheticSplit(torch.utils.data.Dataset):

@@ -27,9 +27,9 @@ import time
 import torch
 
 from mmp_core.backbone import load_backbone
+from mmp_core.config import METHODS
 from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 
-METHODS = {"baseline": "none", "attention": "attention", "input": "input"}
 SHAPES = {
     # name: (backbone, text length, image side, patch)
     "vilt-b32": ("small:vilt-b32", 40, 384, 32),

@@ -30,7 +30,32 @@ from mmp_core.config import PipelineParams
 from mmp_core.publish import new_run_id
 
 
-@flow(name="mmp-pipeline", log_prints=True)
+def run_name() -> str:
+    """The flow run's name in the Prefect UI: dataset, methods, seeds and commit, e.g.
+    `embedded · baseline+attention+input · seeds 0 · 1a2b3c4`."""
+    from prefect.runtime import flow_run
+
+    from mmp_core.params_file import read_params
+    from mmp_core.publish import git_commit
+
+    params = flow_run.parameters.get("params") or {}
+
+    def given(name: str):  # a PipelineParams in process, a dict from a deployment
+        return params.get(name) if isinstance(params, dict) else getattr(params, name, None)
+
+    repo = given("repo") or "."
+    try:
+        document = read_params(f"{repo}/params.yaml")
+    except (OSError, ValueError):
+        document = {}
+    dataset = (document.get("prepare") or {}).get("dataset", "embedded")
+    methods = given("methods") or document.get("methods") or []
+    seeds = given("seeds") or document.get("seeds") or [0]
+    commit = (git_commit(repo) or "uncommitted")[:7]
+    return f"{dataset} · {'+'.join(methods)} · seeds {','.join(map(str, seeds))} · {commit}"
+
+
+@flow(name="mmp-pipeline", log_prints=True, flow_run_name=run_name)
 def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 - a frozen pydantic default
     logger = get_run_logger()
     store = open_artifact_store(params)
@@ -44,6 +69,13 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
     else:
         stages, stage_seconds = run_stages(params.repo)
     versions = versions_of(params.repo)
+    latest = None if params.seeds or stage_seconds or params.run_id else store.latest_run()
+    if stages and latest and versions.same_inputs(latest["metadata"]):
+        # Every stage was up to date and the store's latest run has these inputs: publishing again would add a
+        # copy of it. (A fresh store, another run id or new seeds still publish.)
+        logger.info("nothing changed since run %s: every stage up to date, nothing published", latest["run_id"])
+        return {"status": "unchanged", "run_id": latest["run_id"], "stages": stages, "stage_seconds": {},
+                "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     run_id = params.run_id or new_run_id(versions)
     bundle = assemble(params.repo, store, params, run_id, versions)
     manifest = publish(store, bundle)
@@ -98,7 +130,10 @@ def run_stages(repo: str) -> tuple[dict[str, str], dict[str, float]]:
     plan = dvc_plan(repo)
     for stage in plan:
         started = time.perf_counter()
-        outcome = dvc_stage(repo, stage.name, stage.up_to_date, any(u in ran for u in stage.upstream))
+        # Training stages carry the `gpu` tag: a Prefect concurrency limit on it (`prefect concurrency-limit create
+        # gpu N`) keeps a pool from running more of them at once than its machines have accelerators.
+        task = dvc_stage.with_options(tags=["gpu"]) if stage.name.startswith("train@") else dvc_stage
+        outcome = task(repo, stage.name, stage.up_to_date, any(u in ran for u in stage.upstream))
         if outcome is True:  # a skipped stage's task ends in a Skipped state instead
             ran[stage.name] = round(time.perf_counter() - started, 1)
     get_run_logger().info("DVC stages: %d ran, %d skipped", len(ran), len(plan) - len(ran))
@@ -107,11 +142,6 @@ def run_stages(repo: str) -> tuple[dict[str, str], dict[str, float]]:
 
 def print_summary(summary: dict) -> None:
     print()
-    if summary["status"] == "unchanged":
-        print(f"Nothing changed since run {summary['run_id']}: no retraining.")
-        if "seconds" in summary:
-            print(f"Flow time: {summary['seconds']:.0f} s")
-        return
     stages = summary.get("stages") or {}
     if stages:
         skipped = [name for name, outcome in stages.items() if outcome == "skipped"]
@@ -120,6 +150,9 @@ def print_summary(summary: dict) -> None:
             print("  " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()))
     if "seconds" in summary:
         print(f"Flow time: {summary['seconds']:.0f} s")
+    if summary["status"] == "unchanged":
+        print(f"Nothing changed since run {summary['run_id']}: no retraining, nothing published.")
+        return
     print(f"Run {summary['run_id']} ({summary['status']}): {summary['decision']}")
     seeds = summary.get("seeds") or []
     if len(seeds) > 1:

@@ -10,15 +10,10 @@ import argparse
 import os
 from pathlib import Path
 
-METHOD_CHOICES = ("baseline", "attention", "input")
-PARAMS_HELP = (
-    "parameters file (default: params.yaml at the root of the project around the current directory, i.e. the "
-    "nearest folder upwards that holds dvc.yaml or params.yaml)"
-)
-SET_HELP = (
-    "override one parameter, as `dvc exp run -S` does: SECTION.KEY=VALUE with a YAML value, e.g. {example}; "
-    "repeatable; validated by the same schema as params.yaml (mmp_core/config.py)"
-)
+from mmp_core.config import METHODS
+from mmp_core.params_file import PARAMS_HELP, SET_HELP
+
+METHOD_CHOICES = tuple(METHODS)
 
 
 def _stage_parser(subparsers, name: str, help: str, description: str, sections: dict) -> argparse.ArgumentParser:
@@ -145,9 +140,11 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 def run_pretrain(args: argparse.Namespace) -> int:
     import sys
 
-    from mmp_core.config import PretrainParams, load_params
+    from mmp_core.config import PretrainParams
     from mmp_core.model_card import write_card
-    from mmp_core.pretrain import pretrain, scene_tokenizer
+    from mmp_core.params_file import load_params
+    from mmp_core.pretrain import pretrain
+    from mmp_core.pretrain_data import scene_tokenizer
 
     params = load_params(args.params, {"pretrain": PretrainParams}, args.set)["pretrain"]
     if params.corpus == "scenes":
@@ -170,8 +167,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from mmp_core.config import TrainParams, load_params
-    from mmp_core.train import shutdown_distributed, train, training_data
+    from mmp_core.config import TrainParams
+    from mmp_core.deepspeed_setup import shutdown_distributed
+    from mmp_core.params_file import load_params
+    from mmp_core.train import train, training_data
 
     params = load_params(args.params, {"train": TrainParams}, args.set)["train"]
     data = training_data(args.prepared, params)
@@ -197,8 +196,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from mmp_core.config import EvaluateParams, TrainParams, load_params
+    from mmp_core.config import EvaluateParams, TrainParams
     from mmp_core.evaluate import evaluate_adapter
+    from mmp_core.params_file import load_params
 
     sections = load_params(args.params, {"evaluate": EvaluateParams, "train": TrainParams}, args.set)
     params, train_params = sections["evaluate"], sections["train"]
@@ -215,7 +215,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_aggregate(args: argparse.Namespace) -> int:
-    from mmp_core.config import read_seeds
+    from mmp_core.params_file import read_seeds
     from mmp_core.seeds import aggregate_method, format_cell
 
     seeds = read_seeds(args.params)

@@ -120,7 +120,7 @@ def evaluate_adapter(
         params: the `evaluate` section (rates, types, headline test setting, batch size, seed).
     """
     from mmp_core.data import collate
-    from mmp_core.loading import backbone_for, data_version, open_prepared, split_dataset, tokenizer_for
+    from mmp_core.loading import backbone_for, data_version, missing_seed, open_prepared, split_dataset, tokenizer_for
     from mmp_core.missing import MissingScenario
     from mmp_core.prompts import MissingAwarePromptModel
 
@@ -162,7 +162,7 @@ def evaluate_adapter(
         # The headline cell (and its grid cell) from the imported reference table when asked for.
         from_reference = reference and (missing_type, float(rate)) == (headline[0], float(headline[1]))
         return prepared.missing_table(
-            split, MissingScenario(missing_type, rate), train_params.missing_seed, reference=from_reference
+            split, MissingScenario(missing_type, rate), missing_seed(prepared, train_params), reference=from_reference
         )
 
     document = results_document(

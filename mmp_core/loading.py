@@ -56,7 +56,7 @@ def split_dataset(prepared, split: str, tokenizer, params: TrainParams, missing)
         missing = prepared.missing_table(
             split,
             MissingScenario(missing.type, missing.rate),
-            params.missing_seed,
+            missing_seed(prepared, params),
             reference=missing.source == "reference",
         )
     return MultimodalDataset(
@@ -68,6 +68,14 @@ def split_dataset(prepared, split: str, tokenizer, params: TrainParams, missing)
         missing=missing,
         cache_pixels=params.cache_images,
     )
+
+
+def missing_seed(prepared, params: TrainParams) -> int:
+    """The seed of the missing tables a run uses: `train.missing_seed`, or else the one the data was prepared
+    with (one setting, `prepare.missing_seed`, unless a run asks for another)."""
+    if params.missing_seed is not None:
+        return params.missing_seed
+    return int((prepared.manifest.get("missing") or {}).get("seed", 0))
 
 
 def data_version(prepared) -> str:

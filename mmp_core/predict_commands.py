@@ -71,8 +71,9 @@ def run_predict(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from mmp_core.config import TrainParams, find_project_root, load_section, params_path
+    from mmp_core.config import TrainParams
     from mmp_core.fileio import atomic_write_text
+    from mmp_core.params_file import find_project_root, load_section, params_path
     from mmp_core.predict import Predictor
     from mmp_core.predict_io import PredictionInput, read_inputs
 

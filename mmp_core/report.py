@@ -18,8 +18,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mmp_core.artifact_store import ArtifactStore
+from mmp_core.config import METHODS
 
-METHOD_ORDER = ("baseline", "attention", "input")
+METHOD_ORDER = tuple(METHODS)  # the order of the paper's tables
 TYPE_ORDER = ("text", "image", "both")
 TABLE_RATE = 0.7
 

@@ -1,4 +1,5 @@
-"""Prompt training with DeepSpeed over a frozen ViLT.
+"""The training loop: one method's prompts (or the baseline's pooler and head) trained with DeepSpeed over a
+frozen ViLT, validated, and its best adapter delivered.
 
 One process or several (gloo on the CPU, NCCL on GPUs): launch `mmp train` directly, or under `torchrun` /
 the `deepspeed` launcher with `-m mmp_core.cli train ...`. The loop follows docs/method.md §6: AdamW on the trainable
@@ -6,32 +7,35 @@ parameters only (no decay on biases and norms, prompts decayed), linear warmup t
 batch reached by gradient accumulation, validation several times per epoch under the val missing setting,
 and the best adapter by the dataset's metric.
 
-Interrupted training resumes: at every validation point all ranks save a DeepSpeed checkpoint (trainable
-tensors, optimizer, scheduler) with the loop position and the best-so-far in its client state, plus each rank's
-RNG state; a rerun of the same command with the same parameters continues from the latest one and ends with
-the same adapter as an uninterrupted run.
+Interrupted training resumes from its latest checkpoint (mmp_core.checkpoints); the process group, DeepSpeed's
+config and the optimizer's parameter groups come from mmp_core.deepspeed_setup.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
+import logging
 import shutil
-import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from mmp_core.checkpoints import (
+    ADAPTER_DIR,
+    BEST_ADAPTER,
+    claim_checkpoint_dir,
+    ensure_adapter,
+    resume,
+    save_checkpoint,
+)
 from mmp_core.config import METHODS, TrainParams
+from mmp_core.deepspeed_setup import deepspeed_config, init_distributed, master_weights, parameter_groups
 from mmp_core.features import FeatureDataset, feature_collate, live_reason
 from mmp_core.fileio import atomic_write_json, recover_dir, replace_dir
 from mmp_core.inference import model_inputs, predict
@@ -41,10 +45,8 @@ from mmp_core.precision import resolve_precision
 from mmp_core.progress import Progress
 from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 
-ADAPTER_DIR = "adapter"
-BEST_ADAPTER = "best-adapter"  # inside the checkpoint folder
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SUMMARY_NAME = "train_summary.json"
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -87,98 +89,6 @@ def _collate():
     return collate
 
 
-# ---------------------------------------------------------------------------------------------- setup
-def init_distributed() -> tuple[int, int]:
-    """Join the process group a launcher prepared, or make a one-process group. Returns (rank, world_size)."""
-    import deepspeed
-
-    if "RANK" not in os.environ:  # launched directly: a group of one
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    _skip_shared_memory_op()
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, verbose=False)
-    return torch.distributed.get_rank(), torch.distributed.get_world_size()
-
-
-def _skip_shared_memory_op() -> None:
-    """Keep DeepSpeed from JIT-compiling its CPU shared-memory all-reduce op (about a minute, again whenever
-    the compiler toolchain changes) when it sets up communication.
-
-    DeepSpeed builds that op for every CPU process group, but uses it only for tensor-parallel *inference*
-    all-reduces; training's gradient all-reduce goes through gloo either way. Marking the op incompatible is
-    the switch DeepSpeed itself consults before building it.
-    """
-    import deepspeed.ops
-    from deepspeed.accelerator import get_accelerator
-
-    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
-    if builder is not None:
-        deepspeed.ops.__compatible_ops__[builder.NAME] = False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def deepspeed_config(path: str | Path, params: TrainParams, world_size: int) -> dict:
-    """The JSON config from infra/deepspeed with the batch sizes derived from params and the world size, and
-    the bf16 section from `params.precision` (the one place precision is set).
-
-    A relative path is looked up in the current directory, then in the mmp checkout (where infra/ lives).
-    """
-    path = Path(path)
-    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
-        path = REPO_ROOT / path
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: DeepSpeed config not found") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: DeepSpeed config is not valid JSON ({error})") from error
-    per_step = params.batch_size * world_size
-    if params.effective_batch_size % per_step:
-        raise ValueError(
-            f"effective_batch_size {params.effective_batch_size} is not a multiple of batch_size x processes "
-            f"({params.batch_size} x {world_size})"
-        )
-    config = {key: value for key, value in config.items() if not key.startswith("_")}
-    config.update(
-        train_micro_batch_size_per_gpu=params.batch_size,
-        gradient_accumulation_steps=params.effective_batch_size // per_step,
-        train_batch_size=params.effective_batch_size,
-    )
-    if "optimizer" in config or "scheduler" in config:
-        raise ValueError(f"{path}: the optimizer and scheduler are built by mmp (docs/method.md §6); remove them")
-    for section in ("bf16", "fp16", "amp"):
-        if section in config:
-            raise ValueError(
-                f"{path}: remove the {section!r} section; precision is train.precision (auto, bf16 or fp32)"
-            )
-    config["bf16"] = {"enabled": resolve_precision(params.precision) == "bf16"}
-    return config
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters only, in two groups: decayed (weights, prompts) and not (biases, norms)."""
-    no_decay_ids = set()
-    for module in model.modules():
-        if isinstance(module, nn.LayerNorm):
-            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        (no_decay if name.endswith(".bias") or id(parameter) in no_decay_ids else decay).append(parameter)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
 def build_model(params: TrainParams, method: str, task: str, num_labels: int) -> MissingAwarePromptModel:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
@@ -199,48 +109,12 @@ def params_fingerprint(params: TrainParams, method: str, data_fingerprint: str) 
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def master_weights(engine, model: MissingAwarePromptModel) -> dict[str, torch.Tensor]:
-    """The trainable tensors in fp32, as the optimizer holds them.
-
-    Under bf16 the module's parameters are bf16 roundings of DeepSpeed's fp32 master weights; the adapter keeps
-    the masters: ZeRO's (gathered from every rank's partition, so call this on all ranks) or, without ZeRO,
-    those of DeepSpeed's mixed-precision wrapper (its fp16_groups / fp32_groups pair up parameter by parameter).
-    """
-    from deepspeed.utils import safe_get_full_fp32_param
-
-    paired = {}
-    optimizer = engine.optimizer
-    if hasattr(optimizer, "fp16_groups") and hasattr(optimizer, "fp32_groups"):
-        for low, high in zip(optimizer.fp16_groups, optimizer.fp32_groups, strict=True):
-            paired.update({id(p): master for p, master in zip(low, high, strict=True)})
-    tensors = model.trainable_state_dict()
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            master = safe_get_full_fp32_param(parameter)
-            tensors[name] = paired.get(id(parameter), parameter) if master is None else master
-    return {name: tensor.detach().float().cpu().contiguous() for name, tensor in tensors.items()}
-
-
 def adapter_hash(model: MissingAwarePromptModel) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.trainable_state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------- loop state
-@dataclass
-class LoopState:
-    """Where the loop is; saved in every checkpoint's client state."""
-
-    epoch: int = 0
-    micro_step_in_epoch: int = 0  # micro-batches of this epoch already consumed (per rank)
-    global_step: int = 0  # optimizer steps
-    best_metric: float = -math.inf
-    best_step: int = -1
-    best_sanity: dict = field(default_factory=dict)  # the best validation's check against the label prior
-    history: list = field(default_factory=list)
 
 
 def validation_steps(steps_per_epoch: int, per_epoch: int) -> set[int]:
@@ -314,16 +188,17 @@ def train(
         data = _on_frozen_features(model, data, params, dtype, method, rank)
         train_set = data.train_dataset
 
-    _claim_checkpoint_dir(checkpoint_dir, fingerprint, rank)
-    state = _resume(engine, checkpoint_dir, fingerprint, rank)
+    claim_checkpoint_dir(checkpoint_dir, fingerprint, rank)
+    state = resume(engine, checkpoint_dir, fingerprint, rank)
     recover_dir(out_dir / ADAPTER_DIR)
     live = _open_live(out_dir, resume=state.global_step > 0) if rank == 0 else None
     if rank == 0:
-        print(
-            f"[{method}] {len(train_set)} train samples, {world_size} process(es), micro batch {params.batch_size}, "
-            f"accumulation {accumulation}, {steps_per_epoch} steps/epoch x {params.epochs} epochs; "
-            + ("resuming at step " + str(state.global_step) if state.global_step else "starting fresh")
-        )
+        logger.info(
+            "[%s] %d train samples, %d process(es), micro batch %d, accumulation %d, %d steps/epoch x %d epochs, %s; %s",
+            method, len(train_set), world_size, params.batch_size, accumulation, steps_per_epoch, params.epochs,
+            resolve_precision(params.precision),
+            f"resuming at step {state.global_step}" if state.global_step else "starting fresh",
+        )  # fmt: skip
         model.print_trainable_parameters()
     # The main rank reports: a bar on a terminal, periodic log lines (step, loss, rate, ETA) elsewhere.
     progress = Progress(total_steps, f"train {method}", initial=state.global_step, enabled=rank == 0)
@@ -364,7 +239,7 @@ def train(
                 if step_in_epoch == steps_per_epoch:  # the epoch is done: the checkpoint points at the next
                     state.epoch, state.micro_step_in_epoch = epoch + 1, 0
                 tock = time.perf_counter()
-                _save_checkpoint(engine, checkpoint_dir, state, fingerprint, params.keep_checkpoints, rank)
+                save_checkpoint(engine, checkpoint_dir, state, fingerprint, params.keep_checkpoints, rank)
                 timing["validation_seconds"] += tock - tick
                 timing["checkpoint_seconds"] += time.perf_counter() - tock
         state.epoch, state.micro_step_in_epoch = epoch + 1, 0
@@ -377,7 +252,7 @@ def train(
     timing["loop_samples_per_second"] = samples_seen / max(timing["loop_seconds"], 1e-9)
 
     if rank == 0:
-        _ensure_adapter(state, checkpoint_dir, out_dir)
+        ensure_adapter(state, checkpoint_dir, out_dir)
     summary = _finish(model, state, params, method, metric_name, fingerprint, data, world_size, rank, out_dir)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["train_samples_per_second_this_run"] = round(samples_seen / max(summary["seconds"], 1e-9), 2)
@@ -397,15 +272,17 @@ def _on_frozen_features(model, data: TrainingData, params: TrainParams, dtype, m
     reason = live_reason(model.backbone)
     if reason is not None:
         if rank == 0:
-            print(f"[{method}] frozen features off: {reason}; the backbone runs at every step")
+            logger.info("[%s] frozen features off: %s; the backbone runs at every step", method, reason)
         return data
     started = time.perf_counter()
     kwargs = {"batch_size": max(64, params.batch_size), "dtype": dtype}
     train_set = FeatureDataset.of(model, data.train_dataset, data.collate, **kwargs)
     val_set = FeatureDataset.of(model, data.val_dataset, data.collate, **kwargs)
     if rank == 0:
-        print(f"[{method}] frozen [CLS] features of {len(train_set)} + {len(val_set)} samples ready in "
-              f"{time.perf_counter() - started:.1f} s (cached); the backbone does not run in the loop")  # fmt: skip
+        logger.info(
+            "[%s] frozen [CLS] features of %d + %d samples ready in %.1f s (cached); the backbone does not run in the loop",
+            method, len(train_set), len(val_set), time.perf_counter() - started,
+        )  # fmt: skip
     return replace(data, train_dataset=train_set, val_dataset=val_set, collate=feature_collate)
 
 
@@ -472,83 +349,10 @@ def input_settings(params: TrainParams) -> dict:
     }
 
 
-def _deliver_adapter(checkpoint_dir: Path, out_dir: Path) -> None:
-    """Copy the best adapter from the checkpoint folder into `out_dir/adapter` (atomically)."""
-    staged = out_dir / f".{ADAPTER_DIR}.staged"
-    shutil.rmtree(staged, ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(checkpoint_dir / BEST_ADAPTER, staged)
-    replace_dir(staged, out_dir / ADAPTER_DIR)
-
-
-def _adapter_step(adapter_dir: Path) -> int | None:
-    try:
-        return json.loads((adapter_dir / "adapter_config.json").read_text())["training"]["step"]
-    except (FileNotFoundError, KeyError, ValueError):
-        return None
-
-
-def _ensure_adapter(state: LoopState, checkpoint_dir: Path, out_dir: Path) -> None:
-    """The summary will name `out_dir/adapter`: put the best step's there, from the checkpoint folder."""
-    if _adapter_step(checkpoint_dir / BEST_ADAPTER) != state.best_step:
-        raise RuntimeError(
-            f"the best adapter (step {state.best_step}) is not in {checkpoint_dir / BEST_ADAPTER}; "
-            f"delete {checkpoint_dir} and train again"
-        )
-    _deliver_adapter(checkpoint_dir, out_dir)
-
-
 def _open_live(out_dir: Path, resume: bool):
     from dvclive import Live
 
     return Live(str(out_dir / "dvclive"), resume=resume, save_dvc_exp=False, dvcyaml=None)
-
-
-def _save_checkpoint(engine, checkpoint_dir: Path, state: LoopState, fingerprint: str, keep: int, rank: int):
-    tag = f"step{state.global_step:08d}"
-    # Each rank's RNG (dropout, ViLT's patch shuffling) continues exactly where it was.
-    rng_path = checkpoint_dir / tag / f"rng_rank{rank}.safetensors"
-    rng_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"torch": torch.get_rng_state()}, str(rng_path))
-    torch.distributed.barrier()
-    engine.save_checkpoint(
-        str(checkpoint_dir),
-        tag=tag,
-        client_state={"loop": asdict(state), "params_fingerprint": fingerprint},
-        exclude_frozen_parameters=True,  # the frozen backbone is not part of a checkpoint
-    )
-    torch.distributed.barrier()
-    if rank == 0:
-        tags = sorted(p.name for p in checkpoint_dir.glob("step*") if p.is_dir())
-        for old in tags[:-keep]:
-            shutil.rmtree(checkpoint_dir / old, ignore_errors=True)
-
-
-def _claim_checkpoint_dir(checkpoint_dir: Path, fingerprint: str, rank: int) -> None:
-    """Keep checkpoints only if they were made by a run with the same parameters and data."""
-    marker = checkpoint_dir / "run.json"
-    if rank == 0:
-        if marker.is_file() and json.loads(marker.read_text()).get("params_fingerprint") != fingerprint:
-            print(f"removing checkpoints in {checkpoint_dir}: they were made with other parameters or data")
-            shutil.rmtree(checkpoint_dir)
-        atomic_write_json(marker, {"params_fingerprint": fingerprint})
-    torch.distributed.barrier()
-
-
-def _resume(engine, checkpoint_dir: Path, fingerprint: str, rank: int) -> LoopState:
-    latest = checkpoint_dir / "latest"
-    if not latest.is_file():
-        return LoopState()
-    tag = latest.read_text().strip()
-    load_path, client_state = engine.load_checkpoint(
-        str(checkpoint_dir), tag=tag, load_module_strict=False, load_optimizer_states=True
-    )
-    if load_path is None or client_state is None:
-        raise ValueError(f"{checkpoint_dir / tag}: checkpoint could not be loaded; delete it to start over")
-    if client_state.get("params_fingerprint") != fingerprint:
-        raise RuntimeError(f"{checkpoint_dir / tag}: checkpoint belongs to another run")
-    torch.set_rng_state(load_file(str(checkpoint_dir / tag / f"rng_rank{rank}.safetensors"))["torch"])
-    return LoopState(**client_state["loop"])
 
 
 def _finish(model, state, params, method, metric_name, fingerprint, data, world_size, rank, out_dir) -> dict:
@@ -573,10 +377,3 @@ def _finish(model, state, params, method, metric_name, fingerprint, data, world_
         "history": state.history,
         "adapter": str(out_dir / ADAPTER_DIR),
     }
-
-
-def shutdown_distributed() -> None:
-    """Leave the process group cleanly (a 2-process gloo run can otherwise abort at exit)."""
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()

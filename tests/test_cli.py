@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from mmp_core.cli import build_parser, main
-from mmp_core.config import EvaluateParams, PretrainParams, TrainParams, describe_fields, load_params, params_path
+from mmp_core.config import EvaluateParams, GenerateParams, PrepareParams, PretrainParams, TrainParams, describe_fields
+from mmp_core.params_file import load_params, params_path
 from mmp_core.progress import Progress
 
 
@@ -133,3 +134,26 @@ def test_progress_logs_step_metrics_rate_and_eta_off_a_terminal(caplog):
     assert len(caplog.records) == 1
     with pytest.raises(ValueError, match="MMP_PROGRESS"):
         Progress(5, "x", mode="fancy")
+
+
+def test_generate_and_prepare_read_their_sections_as_train_does(tmp_path, monkeypatch):
+    """The data stages read params.yaml like the model stages: the section, then --set, then flags given."""
+    from mmp_core.data.commands import read_section
+
+    (tmp_path / "params.yaml").write_text(
+        "generate: {seed: 3, train: 40, dev: 8, test: 8}\nprepare: {dataset: embedded, raw: data/raw/embedded}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    parser = build_parser()
+    args = parser.parse_args(["generate", "--set", "generate.dev=12", "--test", "16"])
+    generate = read_section(args, "generate", GenerateParams)
+    assert (generate.seed, generate.train, generate.dev, generate.test) == (3, 40, 12, 16)
+    assert generate.label_noise == GenerateParams().label_noise, "the rest from the schema's defaults"
+    args = parser.parse_args(["prepare", "--out", "x", "--from-arrow", "arrows", "--missing-rates", "0.5", "0.7"])
+    prepare = read_section(args, "prepare", PrepareParams)
+    assert (prepare.raw, prepare.from_arrow, prepare.missing_rates) == (None, "arrows", (0.5, 0.7))
+    with pytest.raises(ValueError, match=r"generate\.train: Input should be greater than 0"):
+        read_section(parser.parse_args(["generate", "--train", "0"]), "generate", GenerateParams)
+    (tmp_path / "params.yaml").write_text("prepare: {dataset: embedded}\n")
+    with pytest.raises(ValueError, match="give exactly one source"):
+        read_section(parser.parse_args(["prepare", "--out", "x"]), "prepare", PrepareParams)

@@ -102,7 +102,7 @@ def test_baseline_training_on_features_matches_the_live_backbone(workspace):
                 "--params", str(params), "--checkpoint-dir", str(out) + ".ckpt",
                 "--set", f"train.frozen_features={str(frozen).lower()}"]  # fmt: skip
         result = run_mmp(args, workspace)
-        assert ("the backbone does not run in the loop" in result.stdout) is frozen
+        assert ("the backbone does not run in the loop" in result.stderr) is frozen
         summaries[frozen] = json.loads((out / "train_summary.json").read_text())
     cached, live = summaries[True], summaries[False]
     assert [h["step"] for h in cached["history"]] == [h["step"] for h in live["history"]]

@@ -153,6 +153,14 @@ def test_missing_table_loads_saved_or_computes(prepared):
         missing_table(prepared, "train", scenario, seed=5)
 
 
+def test_runs_use_the_seed_the_data_was_prepared_with(prepared):
+    from mmp_core.config import TrainParams
+    from mmp_core.loading import missing_seed
+
+    assert missing_seed(prepared, TrainParams()) == 5, "one setting: prepare.missing_seed"
+    assert missing_seed(prepared, TrainParams(missing_seed=2)) == 2, "unless a run asks for another"
+
+
 def test_reference_name_parsing():
     assert parse_reference_name("mmimdb_train_missing_both_07.pt") == ("mmimdb", "train", MissingScenario("both", 0.7))
     assert parse_reference_name("food101_val_missing_text_1.pt")[2] == MissingScenario("text", 1.0)

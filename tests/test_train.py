@@ -17,9 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 from mmp_core.config import TrainParams
+from mmp_core.deepspeed_setup import deepspeed_config, parameter_groups
 from mmp_core.precision import resolve_precision
 from mmp_core.prompts import ADAPTER_WEIGHTS_NAME, MissingAwarePromptModel
-from mmp_core.train import deepspeed_config, parameter_groups, validation_steps
+from mmp_core.train import validation_steps
 from tests.model_fixtures import REPO, make_backbone_dir, make_prepared, mmp_env, run_mmp, write_params
 
 pytestmark = pytest.mark.slow
@@ -89,6 +90,33 @@ def test_two_processes_agree_and_only_rank_zero_writes(workspace):
     assert written == ["adapter", "dvclive", "train_summary.json"]
 
 
+def test_two_nodes_rendezvous_and_end_with_one_adapter(workspace):
+    """Two "nodes" on 127.0.0.1, one process each, as on two GPU machines (`torchrun --nnodes 2 --node-rank R`);
+    the folders are shared, as a multi-node job's are (its checkpoints need a shared filesystem)."""
+    params = write_params(workspace / "params-nodes.yaml", workspace / "backbone", epochs=1)
+    port = str(28400 + os.getpid() % 500)
+
+    def node(rank: int) -> subprocess.Popen:
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
+            "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", port,
+            "-m", "mmp_core.cli", *train_args(workspace, "input", "nodes", params),
+        ]  # fmt: skip
+        return subprocess.Popen(
+            command, cwd=workspace, env=mmp_env(workspace), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    nodes = [node(0), node(1)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, stderr[-5000:]
+    summary = json.loads((workspace / "nodes" / "train_summary.json").read_text())
+    assert summary["world_size"] == 2
+    hashes = summary["rank_parameter_hashes"]
+    assert len(hashes) == 2 and hashes[0] == hashes[1], "both nodes end with the same trained tensors"
+    assert outputs[0][0].count("best val f1_macro") == 1 and "best val" not in outputs[1][0], "rank 0 reports"
+
+
 def test_deepspeed_launcher_two_processes(workspace):
     params = write_params(workspace / "params3.yaml", workspace / "backbone", epochs=1)
     port = str(29900 + os.getpid() % 90)
@@ -142,7 +170,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(workspace):
     args = train_args(workspace, "input", "resumed", params)
     args[args.index("--checkpoint-dir") + 1] = str(checkpoints)
     result = run_mmp(args, workspace)
-    assert "resuming at step" in result.stdout
+    assert "resuming at step" in result.stderr
     whole = json.loads((workspace / "whole" / "train_summary.json").read_text())
     resumed = json.loads((workspace / "resumed" / "train_summary.json").read_text())
     assert resumed["adapter"] == str(workspace / "resumed" / "adapter")
@@ -169,8 +197,8 @@ def test_stale_checkpoints_of_other_parameters_are_not_resumed(workspace):
     (stale / "run.json").write_text(json.dumps({"params_fingerprint": "something-else"}))
     (stale / "latest").write_text("step00000003")
     result = run_mmp(train_args(workspace, "baseline", "fresh", params), workspace)
-    assert "made with other parameters or data" in result.stdout
-    assert "starting fresh" in result.stdout
+    assert "made with other parameters or data" in result.stderr
+    assert "starting fresh" in result.stderr
 
 
 def test_bad_inputs_are_clear_errors(workspace):
@@ -192,6 +220,11 @@ def test_deepspeed_config_fills_batch_sizes_from_params():
     assert config["gradient_accumulation_steps"] == 4
     assert config["train_batch_size"] == 64
     assert config["zero_optimization"]["stage"] == 2 and config["bf16"]["enabled"]
+    assert config["data_types"] == {"grad_accum_dtype": "fp32"}, "bf16 accumulates gradients in fp32"
+    stage0 = deepspeed_config("infra/deepspeed/zero0.json", params.model_copy(update={"precision": "bf16"}), 2)
+    assert stage0["zero_optimization"]["stage"] == 1, "fp32 gradients under bf16 need DeepSpeed's ZeRO optimizer"
+    fp32 = deepspeed_config("infra/deepspeed/zero0.json", params.model_copy(update={"precision": "fp32"}), 2)
+    assert fp32["zero_optimization"]["stage"] == 0 and "data_types" not in fp32
     assert not any(key.startswith("_") for key in config)
     with pytest.raises(ValueError, match="not a multiple of batch_size x processes"):
         deepspeed_config("infra/deepspeed/zero0.json", TrainParams(batch_size=8, effective_batch_size=8), 2)

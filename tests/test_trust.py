@@ -14,9 +14,10 @@ import sys
 import pytest
 from data_fixtures import image_bytes, make_food101, make_hatememes, make_mmimdb, write_jsonl
 
-from mmp_core.config import PipelineParams, TrainParams, load_params
+from mmp_core.config import PipelineParams, TrainParams
 from mmp_core.data import BadSampleError
 from mmp_core.data.convert import prepare
+from mmp_core.params_file import load_params
 from mmp_core.s3 import validate_store_location
 from mmp_core.storage import open_store
 from tests.model_fixtures import REPO

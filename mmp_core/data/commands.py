@@ -10,8 +10,8 @@ from collections import Counter
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    from mmp_core.config import GenerateParams, PrepareParams
     from mmp_core.data.datasets import DATASETS
-    from mmp_core.missing import DEFAULT_RATES, MISSING_TYPES
 
     workers = min(4, os.cpu_count() or 1)
 
@@ -19,20 +19,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "generate", help="write the embedded synthetic dataset in the MM-IMDb raw layout", description=generate_doc()
     )
     p.add_argument("--out", default="data/raw/embedded", help="output directory (replaced; default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the whole dataset (default: %(default)s)")
-    p.add_argument("--train", type=int, default=1500, help="training samples (default: %(default)s)")
-    p.add_argument("--dev", type=int, default=300, help="validation samples (default: %(default)s)")
-    p.add_argument("--test", type=int, default=600, help="test samples (default: %(default)s)")
-    p.add_argument(
-        "--label-noise", "--label_noise", type=float, default=0.02, help="probability of flipping each genre label"
-    )
-    p.add_argument(
-        "--natural-missing",
-        "--natural_missing",
-        type=float,
-        default=0.0,
-        help="fraction of samples written without image file or with an empty plot (half each)",
-    )
+    _section_flags(p, GenerateParams, "generate")
     p.add_argument("--workers", type=int, default=workers, help="threads (default: %(default)s)")
     p.set_defaults(func=run_generate)
 
@@ -42,67 +29,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         description="Convert a raw dataset layout, or the reference implementation's arrow files, into a prepared "
         "directory: {dataset}_{split}.arrow, manifest.json, missing/ tables (and vocab.txt).",
     )
-    p.add_argument(
-        "--dataset", required=True, choices=sorted(DATASETS), help="which dataset (its labels, splits and layout)"
-    )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--raw", help="raw dataset directory (layout of the dataset, see docs/data.md)")
-    source.add_argument(
-        "--from-arrow", "--from_arrow", help="directory with the reference's {dataset}_{split}.arrow files"
-    )
     p.add_argument("--out", required=True, help="prepared directory (replaced atomically)")
-    p.add_argument(
-        "--on-bad-sample",
-        "--on_bad_sample",
-        choices=("fail", "skip"),
-        default="fail",
-        help="fail on the first bad sample (default) or skip bad samples and count them in the manifest",
-    )
+    _section_flags(p, PrepareParams, "prepare", choices={"dataset": sorted(DATASETS)})
     p.add_argument("--workers", type=int, default=workers, help="image-checking threads (default: %(default)s)")
-    p.add_argument(
-        "--batch-rows", "--batch_rows", type=int, default=256, help="rows per arrow record batch (default: %(default)s)"
-    )
-    p.add_argument(
-        "--vocab-size",
-        "--vocab_size",
-        type=int,
-        default=None,
-        help="build vocab.txt from the training text with at most this many tokens (0: none; default: 1024 for "
-        "the embedded dataset, 0 otherwise: real datasets use the backbone's vocab)",
-    )
-    p.add_argument("--missing-seed", "--missing_seed", type=int, default=0, help="seed of the saved missing tables")
-    p.add_argument(
-        "--missing-rates",
-        "--missing_rates",
-        type=float,
-        nargs="+",
-        default=list(DEFAULT_RATES),
-        help="rates of the saved tables",
-    )
-    p.add_argument(
-        "--missing-types",
-        "--missing_types",
-        nargs="+",
-        choices=MISSING_TYPES,
-        default=list(MISSING_TYPES),
-        help="types of the saved tables",
-    )
-    p.add_argument(
-        "--ignore-label",
-        "--ignore_label",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a raw genre to drop instead of rejecting (repeatable; MM-IMDb's non-class genres are dropped already)",
-    )
-    p.add_argument(
-        "--reference-missing",
-        "--reference_missing",
-        nargs="+",
-        default=[],
-        metavar="PATH",
-        help="reference *_missing_*.pt tables (files or directories) to import into missing/reference/",
-    )
     p.set_defaults(func=run_prepare)
 
     p = subparsers.add_parser(
@@ -125,17 +54,54 @@ def generate_doc() -> str:
     return generate.__doc__.split("\n\n")[0]
 
 
+def _section_flags(parser: argparse.ArgumentParser, model, section: str, choices: dict | None = None) -> None:
+    """--params / --set, and one flag per field of the section's schema (no defaults of its own: a flag given
+    overrides the section, which fills in the rest)."""
+    from mmp_core.params_file import PARAMS_HELP, SET_HELP
+
+    parser.add_argument("--params", metavar="PATH", help=PARAMS_HELP + " (none: the schema's defaults)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP.format(example=f"{section}.seed=1")
+    )
+    for name, field in model.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kwargs = {"default": None, "dest": name, "help": f"{field.description} ({section}.{name})"}
+        annotation = str(field.annotation)
+        if "tuple" in annotation:
+            kwargs.update(nargs="+", type=float if "float" in annotation else str)
+        elif "int" in annotation and "float" not in annotation:
+            kwargs["type"] = int
+        elif "float" in annotation:
+            kwargs["type"] = float
+        if name in (choices or {}):
+            kwargs["choices"] = choices[name]
+        parser.add_argument(flag, *([f"--{name}"] if "_" in name else []), **kwargs)
+
+
+def read_section(args: argparse.Namespace, section: str, model):
+    """The stage's parameters: its section of --params (else of the project's params.yaml, if there is one; else
+    the schema's defaults), --set overrides, then the flags given, all validated by the one schema."""
+    from mmp_core.params_file import PARAMS_NAME, apply_overrides, find_project_root, load_params, validate_section
+
+    path = args.params
+    if path is None and (root := find_project_root()) is not None and (root / PARAMS_NAME).is_file():
+        path = root / PARAMS_NAME
+    if path is None:
+        values = apply_overrides({}, args.set, [section]).get(section, {})
+    else:
+        values = load_params(path, {section: model}, args.set)[section].model_dump()
+    flags = {name: getattr(args, name) for name in model.model_fields if getattr(args, name, None) is not None}
+    if section == "prepare" and {"raw", "from_arrow"} & set(flags):  # a source on the command line replaces both
+        values = {**values, "raw": None, "from_arrow": None}
+    source = "the command line" if path is None else f"{path} and the command line"
+    return validate_section({section: {**values, **flags}}, section, model, source)
+
+
 def run_generate(args: argparse.Namespace) -> int:
+    from mmp_core.config import GenerateParams
     from mmp_core.data.generate import GenerateConfig, generate_embedded
 
-    cfg = GenerateConfig(
-        train=args.train,
-        dev=args.dev,
-        test=args.test,
-        seed=args.seed,
-        label_noise=args.label_noise,
-        natural_missing=args.natural_missing,
-    )
+    cfg = GenerateConfig(**read_section(args, "generate", GenerateParams).model_dump())
     start = time.perf_counter()
     sizes = generate_embedded(args.out, cfg, workers=args.workers)
     print(f"wrote the embedded dataset to {args.out}: {sizes} in {time.perf_counter() - start:.1f}s")
@@ -143,27 +109,29 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    from mmp_core.config import PrepareParams
     from mmp_core.data.convert import prepare
     from mmp_core.missing import MissingScenario
 
-    scenarios = [MissingScenario(t, r) for t in args.missing_types for r in sorted(set(args.missing_rates))]
-    vocab_size = args.vocab_size if args.vocab_size is not None else (1024 if args.dataset == "embedded" else 0)
+    params = read_section(args, "prepare", PrepareParams)
+    scenarios = [MissingScenario(t, r) for t in params.missing_types for r in sorted(set(params.missing_rates))]
+    vocab_size = params.vocab_size if params.vocab_size is not None else (1024 if params.dataset == "embedded" else 0)
     start = time.perf_counter()
     manifest = prepare(
-        args.dataset,
+        params.dataset,
         args.out,
-        raw_dir=args.raw,
-        arrow_dir=args.from_arrow,
-        on_bad_sample=args.on_bad_sample,
+        raw_dir=params.raw,
+        arrow_dir=params.from_arrow,
+        on_bad_sample=params.on_bad_sample,
         workers=args.workers,
-        batch_rows=args.batch_rows,
+        batch_rows=params.batch_rows,
         vocab_size=vocab_size,
-        missing_seed=args.missing_seed,
+        missing_seed=params.missing_seed,
         missing_scenarios=scenarios,
-        ignore_labels=args.ignore_label,
-        reference_missing=args.reference_missing,
+        ignore_labels=list(params.ignore_label),
+        reference_missing=list(params.reference_missing),
     )
-    print(f"prepared {args.dataset} in {args.out} ({time.perf_counter() - start:.1f}s)")
+    print(f"prepared {params.dataset} in {args.out} ({time.perf_counter() - start:.1f}s)")
     _print_summary(manifest)
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TASKS = ("multilabel", "multiclass", "binary")
+from mmp_core.tasks import TASKS
 
 MMIMDB_GENRES: tuple[str, ...] = (
     "Drama",

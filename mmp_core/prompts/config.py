@@ -9,7 +9,8 @@ from typing import Any
 from mmp_core.missing import COMPLETE, IMAGE_MISSING, TEXT_MISSING  # noqa: F401 (re-exported)
 
 PROMPT_TYPES = ("input", "attention", "none")
-TASKS = ("multilabel", "multiclass", "binary")
+from mmp_core.tasks import TASKS  # noqa: E402
+
 PROMPT_INITS = ("reference", "normal")
 # Missing types fed to the model per sample select its prompts; "both missing" never occurs (docs/method.md §2).
 NUM_MISSING_TYPES = 3
