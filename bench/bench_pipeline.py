@@ -99,6 +99,48 @@ def model_step(method: str, precision: str, steps: int) -> dict:
     return {"train": train_rate, "eval": eval_rate}
 
 
+def b32_step(method: str, precision: str, steps: int) -> dict:
+    """The model step at ViLT-B/32's shapes (random weights: speed only): batch 4, 40 text tokens, 384 x 384."""
+    import torch
+
+    from mmp_core.backbone import load_backbone
+    from mmp_core.config import METHODS
+    from mmp_core.precision import torch_dtype
+    from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
+
+    dtype, batch = torch_dtype(precision), 4
+    torch.manual_seed(0)
+    config = MissingAwarePromptConfig("multilabel", 23, prompt_type=METHODS[method], prompt_layers=tuple(range(6)))
+    model = MissingAwarePromptModel(load_backbone("small:vilt-b32"), config).to(dtype)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    inputs = {
+        "input_ids": torch.randint(5, 1000, (batch, 40)),
+        "attention_mask": torch.ones(batch, 40, dtype=torch.long),
+        "pixel_values": torch.randn(batch, 3, 384, 384).to(dtype),
+        "pixel_mask": torch.ones(batch, 384, 384, dtype=torch.long),
+        "missing_type": torch.tensor([0, 1, 2, 0]),
+    }
+    labels = (torch.rand(batch, 23) < 0.3).float()
+
+    def train_step():
+        model.loss(model(**inputs), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    train_step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    train_rate = steps * batch / (time.perf_counter() - started)
+    model.eval()
+    with torch.no_grad():
+        model(**inputs)
+        started = time.perf_counter()
+        for _ in range(steps):
+            model(**inputs)
+    return {"train": train_rate, "eval": steps * batch / (time.perf_counter() - started)}
+
+
 def evaluate_child(method: str, adapter: str, precision: str, out: str) -> dict:
     from mmp_core.config import EvaluateParams, TrainParams
     from mmp_core.evaluate import evaluate_adapter
@@ -171,6 +213,22 @@ def measure(args, scratch: Path) -> list[dict]:
     return rows
 
 
+def b32_rows(args, scratch: Path) -> list[dict]:
+    rows = []
+    for method in args.methods:
+        row = {"method": method}
+        for precision in ("fp32", "bf16"):
+            output, _, rss = run(
+                [sys.executable, __file__, "--child", "b32", "--method", method, "--precision", precision,
+                 "--steps", "3"],
+                bench_env(scratch / "cache-b32"),
+            )  # fmt: skip
+            row[precision] = {**child_result(output), "rss": rss}
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
 def cached_baseline(args, scratch: Path) -> dict:
     precision = args.precisions[-1]
     env = bench_env(scratch / "cache-features")
@@ -196,7 +254,7 @@ def pipeline(scratch: Path) -> dict:
     return {"first_s": first_s, "stages": stages.group(1) if stages else "?", "noop_s": again_s}
 
 
-def print_tables(rows: list[dict], cached: dict | None, flow: dict | None) -> None:
+def print_tables(rows: list[dict], b32: list[dict], cached: dict | None, flow: dict | None) -> None:
     print("| method | precision | model step train / eval samples/s | `mmp train` loop samples/s (% of model) | "
           "validation + checkpoints s | `mmp train` total s | `mmp evaluate` samples/s | peak RSS MiB model / "
           "train / evaluate |")  # fmt: skip
@@ -207,6 +265,18 @@ def print_tables(rows: list[dict], cached: dict | None, flow: dict | None) -> No
             f"{r['train_loop']:.0f} ({100 * r['train_loop'] / r['model_train']:.0f}%) | {r['validation_s']:.1f} | "
             f"{r['train_s']:.1f} | {r['eval']:.0f} | {r['model_rss']:.0f} / {r['train_rss']:.0f} / {r['eval_rss']:.0f} |"
         )
+    if b32:
+        print("\nViLT-B/32 shapes (random weights, batch 4, 384 px, prompts at layers 0-5), the model step alone:\n")
+        print("| method | fp32 train / eval samples/s | bf16 train / eval samples/s | bf16 speed-up train / eval | "
+              "peak RSS MiB fp32 / bf16 |")  # fmt: skip
+        print("|---|---|---|---|---|")
+        for r in b32:
+            low, high = r["bf16"], r["fp32"]
+            print(
+                f"| {r['method']} | {high['train']:.2f} / {high['eval']:.2f} | {low['train']:.2f} / {low['eval']:.2f} | "
+                f"{low['train'] / high['train']:.2f}x / {low['eval'] / high['eval']:.2f}x | "
+                f"{high['rss']:.0f} / {low['rss']:.0f} |"
+            )
     if cached:
         print(
             f"\nBaseline, 8 epochs, {cached['precision']}: live backbone {cached['live_s']:.1f} s (best val "
@@ -229,6 +299,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["baseline", "attention", "input"])
     parser.add_argument("--pipeline", action="store_true", help="also time the pipeline from a clean clone")
     parser.add_argument("--no-cached-baseline", action="store_true")
+    parser.add_argument("--no-b32", action="store_true", help="skip the ViLT-B/32-shape model steps")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
@@ -238,6 +309,9 @@ def main() -> None:
     if args.child == "model":
         print(json.dumps(model_step(args.method, args.precision, args.steps)))
         return
+    if args.child == "b32":
+        print(json.dumps(b32_step(args.method, args.precision, args.steps)))
+        return
     if args.child == "evaluate":
         print(json.dumps(evaluate_child(args.method, args.adapter, args.precision, args.out)))
         return
@@ -246,9 +320,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mmp-bench-") as scratch:
         scratch = Path(scratch)
         rows = measure(args, scratch)
+        b32 = [] if args.no_b32 else b32_rows(args, scratch)
         cached = None if args.no_cached_baseline else cached_baseline(args, scratch)
         flow = pipeline(scratch) if args.pipeline else None
-    print_tables(rows, cached, flow)
+    print_tables(rows, b32, cached, flow)
 
 
 if __name__ == "__main__":

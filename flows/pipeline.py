@@ -140,6 +140,27 @@ def run_stages(repo: str) -> tuple[dict[str, str], dict[str, float]]:
     return {stage.name: "ran" if stage.name in ran else "skipped" for stage in plan}, ran
 
 
+def unchanged_run(params: PipelineParams) -> str | None:
+    """The store's latest run when running the pipeline would change nothing: every DVC stage up to date and
+    that run published from the same data and parameters. Checked before Prefect starts: its temporary server
+    alone takes longer than the check. None when anything could run (or seeds, a run id or a pull are asked)."""
+    import contextlib
+
+    from dvc.repo import Repo
+
+    from mmp_core.publish import project_versions
+
+    if params.seeds or params.run_id or params.pull:
+        return None
+    with contextlib.chdir(params.repo), Repo(params.repo) as project:
+        if project.status():
+            return None
+    latest = open_artifact_store(params).latest_run()
+    if latest and project_versions(params.repo).same_inputs(latest["metadata"]):
+        return latest["run_id"]
+    return None
+
+
 def print_summary(summary: dict) -> None:
     print()
     stages = summary.get("stages") or {}
@@ -168,8 +189,8 @@ def print_summary(summary: dict) -> None:
     print(f"Dashboard: {summary['dashboard']}")
 
 
-def parse_params(argv: list[str] | None, description: str, **defaults) -> tuple[PipelineParams, bool]:
-    """The flow's parameters from the command line (every PipelineParams field a flag), and --debug."""
+def parse_params(argv: list[str] | None, description: str, **defaults) -> tuple[PipelineParams, bool, bool]:
+    """The flow's parameters from the command line (every PipelineParams field a flag), --debug and --always-run."""
     parser = argparse.ArgumentParser(description=description)
     for name, field in PipelineParams.model_fields.items():
         flag = "--" + name.replace("_", "-")
@@ -182,9 +203,12 @@ def parse_params(argv: list[str] | None, description: str, **defaults) -> tuple[
         else:
             parser.add_argument(flag, default=None, help=field.description)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of a failure")
+    parser.add_argument(
+        "--always-run", action="store_true", help="run the flow even when nothing changed since the latest run"
+    )
     args = vars(parser.parse_args(argv))
-    debug = args.pop("debug")
-    return PipelineParams(**{**defaults, **{k: v for k, v in args.items() if v is not None}}), debug
+    debug, always_run = args.pop("debug"), args.pop("always_run")
+    return PipelineParams(**{**defaults, **{k: v for k, v in args.items() if v is not None}}), debug, always_run
 
 
 def run_from_command_line(flow_function, argv: list[str] | None, description: str, **defaults) -> int:
@@ -195,11 +219,18 @@ def run_from_command_line(flow_function, argv: list[str] | None, description: st
     from mmp_core.cli import user_error
 
     try:
-        params, debug = parse_params(argv, description, **defaults)
+        params, debug, always_run = parse_params(argv, description, **defaults)
     except ValidationError as error:
         print(f"invalid parameters: {error}", file=sys.stderr)
         return 2
     try:
+        started = time.perf_counter()
+        # Nothing to run: say so without starting Prefect (deployments and --always-run always run the flow).
+        if flow_function is pipeline and not always_run and (latest := unchanged_run(params)):
+            seconds = round(time.perf_counter() - started, 1)
+            print(f"Every DVC stage is up to date and run {latest} has these inputs ({seconds} s): nothing to run, "
+                  "nothing published (--always-run to run the flow anyway).")  # fmt: skip
+            return 0
         summary = flow_function(params)
     except Exception as error:
         message = user_error(error)

@@ -8,7 +8,8 @@ import math
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-PRIMARY_METRIC = {"multilabel": "f1_macro", "multiclass": "accuracy", "binary": "auroc"}
+from mmp_core.tasks import PRIMARY_METRIC
+
 # A model whose most common answer covers this share of the samples is flagged as degenerate.
 DEGENERATE_SHARE = 0.98
 

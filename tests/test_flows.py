@@ -181,6 +181,17 @@ def test_retrain_publishes_then_skips_then_judges_a_data_change(tmp_path, s3):
     log = result.stdout + result.stderr
     for stage in ("generate", "prepare", "train@input-0", "evaluate@baseline-0", "aggregate@attention"):
         assert f"Task run '{stage}' - Finished in state Skipped" in log, log[-3000:]
+    # Once more into that store: its latest run has these inputs, so there is nothing to run and nothing to
+    # publish, said before Prefect even starts.
+    runs_before = open_store(str(tmp_path / "noop-store")).list_runs()
+    again = subprocess.run(
+        [sys.executable, "-m", "flows.pipeline", "--repo", str(project), "--store", str(tmp_path / "noop-store")],
+        cwd=project, env=flow_env(tmp_path), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "nothing to run, nothing published" in again.stdout
+    assert "Starting temporary server" not in again.stdout + again.stderr
+    assert open_store(str(tmp_path / "noop-store")).list_runs() == runs_before
 
     # 3. The data changes; the champion (constructed) is far better everywhere: retrained, published, rejected.
     # (Constructed from the first run's results: the new data's results are within 0.5 of them.)

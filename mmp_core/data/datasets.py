@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmp_core.tasks import TASKS
+from mmp_core.tasks import PRIMARY_METRIC, TASKS
 
 MMIMDB_GENRES: tuple[str, ...] = (
     "Drama",
@@ -170,7 +170,6 @@ class DatasetSpec:
         task: `multilabel` (multi-hot list label), `multiclass` or `binary` (integer label).
         label_names: class names in label-index order (binary: the two classes).
         splits: split names in train, validation, test order.
-        primary_metric: the model-selection metric (`f1_macro`, `accuracy`, `auroc`).
         layout: raw layout read by `mmp prepare` (`mmimdb`, `food101`, `hatememes`).
         text_column: arrow column holding the text, a list of strings (`plots` or `text`).
         max_text_len: default text length in tokens (docs/method.md §1).
@@ -181,7 +180,6 @@ class DatasetSpec:
     task: str
     label_names: tuple[str, ...]
     splits: tuple[str, str, str]
-    primary_metric: str
     layout: str
     text_column: str
     max_text_len: int
@@ -194,6 +192,11 @@ class DatasetSpec:
             raise ValueError("a binary dataset has exactly 2 label names")
         if len(set(self.label_names)) != len(self.label_names):
             raise ValueError(f"dataset {self.name}: duplicate label names")
+
+    @property
+    def primary_metric(self) -> str:
+        """The model-selection metric of its task (`f1_macro`, `accuracy`, `auroc`; mmp_core.tasks)."""
+        return PRIMARY_METRIC[self.task]
 
     @property
     def num_labels(self) -> int:
@@ -227,7 +230,6 @@ DATASETS: dict[str, DatasetSpec] = {
             task="multilabel",
             label_names=MMIMDB_GENRES,
             splits=("train", "dev", "test"),
-            primary_metric="f1_macro",
             layout="mmimdb",
             text_column="plots",
             max_text_len=1024,
@@ -238,7 +240,6 @@ DATASETS: dict[str, DatasetSpec] = {
             task="multiclass",
             label_names=FOOD101_CLASSES,
             splits=("train", "val", "test"),
-            primary_metric="accuracy",
             layout="food101",
             text_column="text",
             max_text_len=512,
@@ -248,7 +249,6 @@ DATASETS: dict[str, DatasetSpec] = {
             task="binary",
             label_names=("not-hateful", "hateful"),
             splits=("train", "dev", "test"),
-            primary_metric="auroc",
             layout="hatememes",
             text_column="text",
             max_text_len=128,
@@ -258,7 +258,6 @@ DATASETS: dict[str, DatasetSpec] = {
             task="multilabel",
             label_names=EMBEDDED_GENRES,
             splits=("train", "dev", "test"),
-            primary_metric="f1_macro",
             layout="mmimdb",
             text_column="plots",
             max_text_len=40,
