@@ -122,7 +122,7 @@ def evaluate_adapter(
     from mmp_core.data import collate
     from mmp_core.loading import backbone_for, data_version, missing_seed, open_prepared, split_dataset, tokenizer_for
     from mmp_core.missing import MissingScenario
-    from mmp_core.prompts import MissingAwarePromptModel
+    from mmp_core.prompts import MissingAwarePromptModel, read_adapter_config
 
     prepared = open_prepared(prepared_dir)
     split = prepared.spec.test_split
@@ -135,7 +135,9 @@ def evaluate_adapter(
         )
     tokenizer = tokenizer_for(train_params.backbone, prepared)
     headline = (params.test_missing.type, params.test_missing.rate)
-    precision = resolve_precision(train_params.precision)  # as in training
+    # The precision the adapter was trained in (recorded), else what training would pick.
+    recorded = ((read_adapter_config(adapter_dir).get("training") or {}).get("inputs") or {}).get("precision")
+    precision = recorded or resolve_precision(train_params.precision, hidden_size=backbone.config.hidden_size)
     dtype = torch_dtype(precision)
     model = model.to(dtype)
     test_set = split_dataset(prepared, split, tokenizer, train_params, None)

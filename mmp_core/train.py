@@ -154,6 +154,10 @@ def train(
             f"the tokenizer has {data.vocab_size} tokens but backbone {params.backbone!r} embeds only "
             f"{model.backbone.config.vocab_size}: use the backbone's own vocab.txt"
         )
+    # `auto` decided once, for this machine and backbone: everything after (DeepSpeed, the adapter's record,
+    # the checkpoints' fingerprint) sees the precision actually used.
+    hidden_size = model.backbone.config.hidden_size
+    params = params.model_copy(update={"precision": resolve_precision(params.precision, hidden_size=hidden_size)})
     metric_name = PRIMARY_METRIC[data.task]
     fingerprint = params_fingerprint(params, method, data.fingerprint)
     ds_config = deepspeed_config(params.deepspeed_config, params, world_size)

@@ -105,7 +105,7 @@ def test_own_dataset_from_raw_files_to_predictions(tmp_path):
     assert adapter["backbone"]["max_position_embeddings"] == 64
     assert adapter["training"]["label_names"] == list(MMIMDB_GENRES)
     assert adapter["training"]["inputs"] == {
-        "max_text_len": 64, "text_positions": 64, "image": TINY_IMAGE, "precision": resolve_precision("auto"),
+        "max_text_len": 64, "text_positions": 64, "image": TINY_IMAGE, "precision": resolve_precision("auto", hidden_size=32),
     }  # fmt: skip
 
     # 3. evaluate on the scenario grid
