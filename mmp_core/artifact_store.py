@@ -24,14 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mmp_core.fileio import atomic_write_bytes, sha256_file
+from mmp_core.fileio import atomic_write_bytes, fetch_verified, sha256_file
 from mmp_core.s3 import validate_key, validate_run_id
 
 MANIFEST_NAME = "manifest.json"
@@ -231,22 +230,17 @@ class ArtifactStore(ABC):
             dest = dest_dir / key
             if dest.is_file() and dest.stat().st_size == entry["size"] and sha256_file(dest) == entry["sha256"]:
                 continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-            os.close(fd)
-            tmp = Path(tmp_name)
-            try:
-                self._fetch_file(self._run_key(run_id, key), tmp)
-                size = tmp.stat().st_size
-                checksum = sha256_file(tmp)
-                if size != entry["size"] or checksum != entry["sha256"]:
-                    raise ValueError(
-                        f"run {run_id!r}: {key!r} fails verification "
-                        f"(expected {entry['size']} bytes sha256 {entry['sha256']}, got {size} bytes {checksum})"
-                    )
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
+
+            def problem(tmp: Path, key=key, entry=entry) -> str | None:
+                size, checksum = tmp.stat().st_size, sha256_file(tmp)
+                if size == entry["size"] and checksum == entry["sha256"]:
+                    return None
+                return (
+                    f"run {run_id!r}: {key!r} fails verification "
+                    f"(expected {entry['size']} bytes sha256 {entry['sha256']}, got {size} bytes {checksum})"
+                )
+
+            fetch_verified(dest, lambda tmp, key=key: self._fetch_file(self._run_key(run_id, key), tmp), problem)
         dest_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(dest_dir / MANIFEST_NAME, _dumps(manifest))
         return dest_dir

@@ -108,3 +108,24 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         while block := handle.read(chunk_size):
             digest.update(block)
     return digest.hexdigest()
+
+
+def fetch_verified(
+    dest: str | os.PathLike, fetch: Callable[[Path], object], problem: Callable[[Path], str | None]
+) -> Path:
+    """`fetch(tmp)` into a temporary file beside `dest`, then `problem(tmp)` (None when the file is right, else
+    what is wrong: raised as ValueError), then rename it over `dest`. A failed or refused download never leaves
+    a partial file, at `dest` or beside it."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        fetch(tmp)
+        if (message := problem(tmp)) is not None:
+            raise ValueError(message)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest

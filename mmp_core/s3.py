@@ -13,11 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmp_core.fileio import sha256_file
+from mmp_core.fileio import fetch_verified, sha256_file
 
 SHA256_METADATA_KEY = "sha256"
 # One path component of a key: letters, digits and . _ - only, and never "." or "..".
@@ -114,21 +113,16 @@ def download_verified(client, bucket: str, key: str, dest: Path) -> Path:
 
     if matches(dest):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        client.download_file(bucket, key, str(tmp))
-        if not matches(tmp):
-            raise ValueError(
-                f"s3://{bucket}/{key}: downloaded file fails verification "
-                f"(expected {size} bytes{', sha256 ' + expected_sha if expected_sha else ''})"
-            )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+    return fetch_verified(
+        dest,
+        lambda tmp: client.download_file(bucket, key, str(tmp)),
+        lambda tmp: (
+            None
+            if matches(tmp)
+            else f"s3://{bucket}/{key}: downloaded file fails verification "
+            f"(expected {size} bytes{', sha256 ' + expected_sha if expected_sha else ''})"
+        ),
+    )
 
 
 def list_keys(client, bucket: str, prefix: str) -> list[str]:
