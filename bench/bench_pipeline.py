@@ -55,6 +55,7 @@ def model_step(method: str, precision: str, steps: int) -> dict:
     from mmp_core.config import TrainParams
     from mmp_core.data import collate
     from mmp_core.deepspeed_setup import parameter_groups
+    from mmp_core.inference import model_inputs
     from mmp_core.loading import open_prepared, split_dataset, tokenizer_for
     from mmp_core.params_file import load_section
     from mmp_core.precision import torch_dtype
@@ -72,10 +73,9 @@ def model_step(method: str, precision: str, steps: int) -> dict:
     torch.manual_seed(0)
     model = build_model(params, method, prepared.spec.task, prepared.spec.num_labels).to(dtype)
     optimizer = torch.optim.AdamW(parameter_groups(model, params.weight_decay), lr=params.lr)
-    keys = ("input_ids", "attention_mask", "pixel_values", "pixel_mask", "missing_type")
 
     def inputs(batch):
-        return {k: batch[k].to(dtype) if k == "pixel_values" else batch[k] for k in keys}
+        return model_inputs(batch, "cpu", dtype)
 
     def train_step(batch):
         loss = model.loss(model(**inputs(batch)), batch["labels"])
@@ -100,45 +100,20 @@ def model_step(method: str, precision: str, steps: int) -> dict:
 
 
 def b32_step(method: str, precision: str, steps: int) -> dict:
-    """The model step at ViLT-B/32's shapes (random weights: speed only): batch 4, 40 text tokens, 384 x 384."""
+    """bench/gpu_bench.py's measurement at ViLT-B/32's shapes on the CPU: batch 4, 40 text tokens, 384 x 384."""
+    import argparse
+
     import torch
 
+    sys.path.insert(0, str(REPO / "bench"))
+    from gpu_bench import SHAPES, measure
+
     from mmp_core.backbone import load_backbone
-    from mmp_core.config import METHODS
     from mmp_core.precision import torch_dtype
-    from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 
-    dtype, batch = torch_dtype(precision), 4
-    torch.manual_seed(0)
-    config = MissingAwarePromptConfig("multilabel", 23, prompt_type=METHODS[method], prompt_layers=tuple(range(6)))
-    model = MissingAwarePromptModel(load_backbone("small:vilt-b32"), config).to(dtype)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    inputs = {
-        "input_ids": torch.randint(5, 1000, (batch, 40)),
-        "attention_mask": torch.ones(batch, 40, dtype=torch.long),
-        "pixel_values": torch.randn(batch, 3, 384, 384).to(dtype),
-        "pixel_mask": torch.ones(batch, 384, 384, dtype=torch.long),
-        "missing_type": torch.tensor([0, 1, 2, 0]),
-    }
-    labels = (torch.rand(batch, 23) < 0.3).float()
-
-    def train_step():
-        model.loss(model(**inputs), labels).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    train_step()
-    started = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    train_rate = steps * batch / (time.perf_counter() - started)
-    model.eval()
-    with torch.no_grad():
-        model(**inputs)
-        started = time.perf_counter()
-        for _ in range(steps):
-            model(**inputs)
-    return {"train": train_rate, "eval": steps * batch / (time.perf_counter() - started)}
+    options = argparse.Namespace(shape="vilt-b32", batch=4, steps=steps, warmup=1, attention="sdpa")
+    row = measure(options, method, load_backbone(SHAPES["vilt-b32"][0]), torch.device("cpu"), torch_dtype(precision))
+    return {"train": row["train_samples_per_s"], "eval": row["eval_samples_per_s"]}
 
 
 def evaluate_child(method: str, adapter: str, precision: str, out: str) -> dict:

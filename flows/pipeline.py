@@ -27,7 +27,7 @@ from flows.tasks import (
     versions_of,
 )
 from mmp_core.config import PipelineParams
-from mmp_core.publish import new_run_id
+from mmp_core.publish import new_run_id, unchanged_since
 
 
 def run_name() -> str:
@@ -69,8 +69,8 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
     else:
         stages, stage_seconds = run_stages(params.repo)
     versions = versions_of(params.repo)
-    latest = None if params.seeds or stage_seconds or params.run_id else store.latest_run()
-    if stages and latest and versions.same_inputs(latest["metadata"]):
+    latest = None if params.seeds or stage_seconds or params.run_id or not stages else unchanged_since(store, versions)
+    if latest:
         # Every stage was up to date and the store's latest run has these inputs: publishing again would add a
         # copy of it. (A fresh store, another run id or new seeds still publish.)
         logger.info("nothing changed since run %s: every stage up to date, nothing published", latest["run_id"])
@@ -155,10 +155,8 @@ def unchanged_run(params: PipelineParams) -> str | None:
     with contextlib.chdir(params.repo), Repo(params.repo) as project:
         if project.status():
             return None
-    latest = open_artifact_store(params).latest_run()
-    if latest and project_versions(params.repo).same_inputs(latest["metadata"]):
-        return latest["run_id"]
-    return None
+    latest = unchanged_since(open_artifact_store(params), project_versions(params.repo))
+    return latest["run_id"] if latest else None
 
 
 def print_summary(summary: dict) -> None:

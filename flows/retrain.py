@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from flows.pipeline import pipeline, run_from_command_line
 from flows.tasks import dvc_pull, dvc_repro, open_artifact_store, versions_of
 from mmp_core.config import PipelineParams
-from mmp_core.publish import latest_run_metadata
+from mmp_core.publish import latest_run_metadata, unchanged_since
 
 
 @flow(name="mmp-retrain", log_prints=True)
@@ -25,8 +25,8 @@ def retrain(params: PipelineParams = PipelineParams(pull=True)) -> dict:  # noqa
         dvc_pull(params.repo)
     dvc_repro(params.repo, "prepare")  # the data as the newest inputs define it (a no-op if unchanged)
     versions = versions_of(params.repo)
-    latest = store.latest_run()
-    if latest and versions.same_inputs(latest["metadata"]):
+    latest = unchanged_since(store, versions)
+    if latest:
         logger.info(
             "nothing changed since run %s (data %s, params %s): not retraining",
             latest["run_id"],

@@ -117,25 +117,20 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def master_weights(engine, model: MissingAwarePromptModel) -> dict[str, torch.Tensor]:
+def master_weights(model: MissingAwarePromptModel) -> dict[str, torch.Tensor]:
     """The trainable tensors in fp32, as the optimizer holds them.
 
-    Under bf16 the module's parameters are bf16 roundings of DeepSpeed's fp32 master weights; the adapter keeps
-    the masters: ZeRO's (gathered from every rank's partition, so call this on all ranks) or, without ZeRO,
-    those of DeepSpeed's mixed-precision wrapper (its fp16_groups / fp32_groups pair up parameter by parameter).
+    Under bf16 (always with a ZeRO optimizer, see `deepspeed_config`) the module's parameters are bf16 roundings
+    of ZeRO's fp32 master weights, gathered here from every rank's partition (so call this on all ranks); in
+    fp32 there is no master copy and the parameters are the weights.
     """
     from deepspeed.utils import safe_get_full_fp32_param
 
-    paired = {}
-    optimizer = engine.optimizer
-    if hasattr(optimizer, "fp16_groups") and hasattr(optimizer, "fp32_groups"):
-        for low, high in zip(optimizer.fp16_groups, optimizer.fp32_groups, strict=True):
-            paired.update({id(p): master for p, master in zip(low, high, strict=True)})
     tensors = model.trainable_state_dict()
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             master = safe_get_full_fp32_param(parameter)
-            tensors[name] = paired.get(id(parameter), parameter) if master is None else master
+            tensors[name] = parameter if master is None else master
     return {name: tensor.detach().float().cpu().contiguous() for name, tensor in tensors.items()}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmp_core.features import FeatureDataset, feature_collate, live_reason, variant_features
+from mmp_core.features import FeatureDataset, feature_collate, frozen_features_off, variant_features
 from mmp_core.inference import predict
 from mmp_core.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
 from mmp_core.precision import resolve_precision, torch_dtype
@@ -142,7 +142,7 @@ def evaluate_adapter(
     model = model.to(dtype)
     test_set = split_dataset(prepared, split, tokenizer, train_params, None)
     make_dataset, data_collate = test_set.with_missing, collate
-    if model.prompts is None and train_params.frozen_features and live_reason(model.backbone) is None:
+    if frozen_features_off(model, train_params.frozen_features) is None:
         # The baseline's backbone output does not depend on the adapter: computed once, shared by every seed.
         features = variant_features(model, test_set, collate, batch_size=params.batch_size, dtype=dtype)
         make_dataset, data_collate = (

@@ -47,6 +47,16 @@ def live_reason(backbone) -> str | None:
     return None
 
 
+def frozen_features_off(model, enabled: bool) -> str | None:
+    """None when `model` can run on cached frozen features (the `train.frozen_features` switch `enabled`, no
+    prompts inside the backbone, a deterministic backbone); otherwise why not."""
+    if not enabled:
+        return "train.frozen_features is false"
+    if model.prompts is not None:
+        return "prompts change the backbone's output"
+    return live_reason(model.backbone)
+
+
 def feature_key(model, dataset, dtype: torch.dtype) -> str:
     """Everything `dataset`'s frozen features depend on, hashed: the name of their cache file."""
     payload = {

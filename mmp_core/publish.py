@@ -76,6 +76,12 @@ def git_commit(repo: str | Path) -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
+def unchanged_since(store, versions: Versions) -> dict | None:
+    """The store's latest run when it was published from these same data and parameters, else None."""
+    latest = store.latest_run()
+    return latest if latest and versions.same_inputs(latest["metadata"]) else None
+
+
 def new_run_id(versions: Versions, now: datetime | None = None) -> str:
     """`<UTC time>-<data>-<params>`: sortable, and telling at a glance which inputs changed."""
     now = now or datetime.now(UTC)

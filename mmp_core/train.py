@@ -36,7 +36,7 @@ from mmp_core.checkpoints import (
 )
 from mmp_core.config import METHODS, TrainParams
 from mmp_core.deepspeed_setup import deepspeed_config, init_distributed, master_weights, parameter_groups
-from mmp_core.features import FeatureDataset, feature_collate, live_reason
+from mmp_core.features import FeatureDataset, feature_collate, frozen_features_off
 from mmp_core.fileio import atomic_write_json, recover_dir, replace_dir
 from mmp_core.inference import model_inputs, predict
 from mmp_core.loading import backbone_for, data_version, open_prepared, split_dataset, tokenizer_for
@@ -188,7 +188,7 @@ def train(
     )
     dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
     device = engine.device
-    if model.prompts is None and params.frozen_features:
+    if model.prompts is None:
         data = _on_frozen_features(model, data, params, dtype, method, rank)
         train_set = data.train_dataset
 
@@ -273,7 +273,7 @@ def train(
 
 def _on_frozen_features(model, data: TrainingData, params: TrainParams, dtype, method: str, rank: int) -> TrainingData:
     """The baseline's splits as cached frozen [CLS] features (mmp_core.features), when the backbone allows it."""
-    reason = live_reason(model.backbone)
+    reason = frozen_features_off(model, params.frozen_features)
     if reason is not None:
         if rank == 0:
             logger.info("[%s] frozen features off: %s; the backbone runs at every step", method, reason)
@@ -310,7 +310,7 @@ def _validate(
         # Does it learn at all? One answer for every sample, or no better than knowing only the label prior.
         prior = prior_baseline(data.task, data.train_dataset.labels, labels)
         state.best_sanity = sanity_check(data.task, scores, labels, prior)
-    weights = master_weights(engine, model) if improved else None  # a collective under ZeRO-2: every rank takes part
+    weights = master_weights(model) if improved else None  # a collective under ZeRO-2: every rank takes part
     if torch.distributed.get_rank() == 0:
         if improved:
             # The best adapter is written into the checkpoint folder first: a run that is killed and resumed

@@ -27,6 +27,12 @@ def make_prepared(root: Path, train: int = 96, dev: int = 32, test: int = 48) ->
     return root / "prepared"
 
 
+def make_workspace(root: Path) -> Path:
+    """`root` with tiny prepared data (`root/prepared`) and a backbone directory made for it (`root/backbone`)."""
+    make_backbone_dir(root / "backbone", make_prepared(root))
+    return root
+
+
 def make_backbone_dir(directory: Path, prepared: Path) -> Path:
     """A random tiny ViLT saved like a downloaded checkpoint: save_pretrained + vocab.txt."""
     vocab = load_prepared(prepared).vocab_path

@@ -18,15 +18,12 @@ from mmp_core.loading import open_prepared, split_dataset, tokenizer_for
 from mmp_core.metrics import compute_metrics
 from mmp_core.missing import MissingScenario
 from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
-from tests.model_fixtures import TINY_IMAGE, make_backbone_dir, make_prepared, run_mmp, write_params
+from tests.model_fixtures import TINY_IMAGE, make_workspace, run_mmp, write_params
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evaluate")
-    prepared = make_prepared(root)
-    make_backbone_dir(root / "backbone", prepared)
-    return root
+    return make_workspace(tmp_path_factory.mktemp("evaluate"))
 
 
 def test_multilabel_metrics_match_hand_computation():

@@ -16,15 +16,12 @@ from mmp_core.features import FeatureDataset, feature_collate, feature_key, live
 from mmp_core.inference import predict
 from mmp_core.loading import open_prepared, split_dataset, tokenizer_for
 from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
-from tests.model_fixtures import TINY_IMAGE, make_backbone_dir, make_prepared, run_mmp, write_params
+from tests.model_fixtures import TINY_IMAGE, make_workspace, run_mmp, write_params
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("features")
-    prepared = make_prepared(root)
-    make_backbone_dir(root / "backbone", prepared)
-    return root
+    return make_workspace(tmp_path_factory.mktemp("features"))
 
 
 def _baseline(workspace, seed: int = 0) -> tuple[MissingAwarePromptModel, object]:

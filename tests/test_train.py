@@ -21,17 +21,14 @@ from mmp_core.deepspeed_setup import deepspeed_config, parameter_groups
 from mmp_core.precision import bf16_native, resolve_precision
 from mmp_core.prompts import ADAPTER_WEIGHTS_NAME, MissingAwarePromptModel
 from mmp_core.train import validation_steps
-from tests.model_fixtures import REPO, make_backbone_dir, make_prepared, mmp_env, run_mmp, write_params
+from tests.model_fixtures import REPO, make_workspace, mmp_env, run_mmp, write_params
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train")
-    prepared = make_prepared(root)
-    make_backbone_dir(root / "backbone", prepared)
-    return root
+    return make_workspace(tmp_path_factory.mktemp("train"))
 
 
 def train_args(root: Path, method: str, out: str, params: Path) -> list[str]:
