@@ -14,7 +14,6 @@ Weights are never unpickled: safetensors, or a hub `.bin` through `torch.load(we
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from transformers import ViltConfig, ViltModel
 from transformers.utils import logging as hf_logging
 
 from mmp_core.data.vocab import VOCAB_NAME
+from mmp_core.fileio import default_cache_dir
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -73,10 +73,6 @@ def small_config(name: str, **overrides) -> ViltConfig:
     values = {**SMALL_CONFIGS[name], **overrides}
     # max_image_length=-1: keep every image patch (no random subsampling), as ViLT does at fine-tuning time.
     return ViltConfig(max_image_length=-1, **values)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("MMP_CACHE_DIR", Path.home() / ".cache" / "mmp"))
 
 
 def hub_id_of(source: str):

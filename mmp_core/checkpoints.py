@@ -48,7 +48,7 @@ def save_checkpoint(engine, checkpoint_dir: Path, state: LoopState, fingerprint:
     engine.save_checkpoint(
         str(checkpoint_dir),
         tag=tag,
-        client_state={"loop": asdict(state), "params_fingerprint": fingerprint},
+        client_state={"loop": asdict(state), "training_fingerprint": fingerprint},
         exclude_frozen_parameters=True,  # the frozen backbone is not part of a checkpoint
     )
     torch.distributed.barrier()
@@ -62,10 +62,10 @@ def claim_checkpoint_dir(checkpoint_dir: Path, fingerprint: str, rank: int) -> N
     """Keep checkpoints only if they were made by a run with the same parameters and data."""
     marker = checkpoint_dir / "run.json"
     if rank == 0:
-        if marker.is_file() and json.loads(marker.read_text()).get("params_fingerprint") != fingerprint:
+        if marker.is_file() and json.loads(marker.read_text()).get("training_fingerprint") != fingerprint:
             logger.info("removing checkpoints in %s: they were made with other parameters or data", checkpoint_dir)
             shutil.rmtree(checkpoint_dir)
-        atomic_write_json(marker, {"params_fingerprint": fingerprint})
+        atomic_write_json(marker, {"training_fingerprint": fingerprint})
     torch.distributed.barrier()
 
 
@@ -79,7 +79,7 @@ def resume(engine, checkpoint_dir: Path, fingerprint: str, rank: int) -> LoopSta
     )
     if load_path is None or client_state is None:
         raise ValueError(f"{checkpoint_dir / tag}: checkpoint could not be loaded; delete it to start over")
-    if client_state.get("params_fingerprint") != fingerprint:
+    if client_state.get("training_fingerprint") != fingerprint:
         raise RuntimeError(f"{checkpoint_dir / tag}: checkpoint belongs to another run")
     torch.set_rng_state(load_file(str(checkpoint_dir / tag / f"rng_rank{rank}.safetensors"))["torch"])
     return LoopState(**client_state["loop"])

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mmp_core.missing import DEFAULT_RATES, MISSING_TYPES
+from mmp_core.missing import DEFAULT_RATES, MISSING_TYPES, MissingScenario
 
 METHODS: dict[str, str] = {"baseline": "none", "attention": "attention", "input": "input"}
 """Method name (as in the paper's tables) -> prompt_type."""
@@ -32,6 +32,11 @@ class ScenarioParams(Section):
         ".pt table imported with `mmp import-missing` (to compare with its published runs)",
     )
 
+    @property
+    def scenario(self) -> MissingScenario:
+        """The setting as the missing tables name it (`missing_type` there, `type` in params.yaml)."""
+        return MissingScenario(self.type, self.rate)
+
 
 class ImageParams(Section):
     """Resize: shorter side, longer side cap, both rounded down to multiples of the patch size (docs/method.md §6)."""
@@ -39,6 +44,18 @@ class ImageParams(Section):
     shorter_side: int = Field(384, gt=0, description="the shorter image side is scaled to this")
     longer_side: int = Field(640, gt=0, description="cap of the longer side")
     patch_size: int = Field(32, gt=0, description="both sides are rounded down to multiples of it (the backbone's)")
+
+    @model_validator(mode="after")
+    def _sides_fit(self) -> ImageParams:
+        if self.shorter_side < self.patch_size:
+            raise ValueError(f"shorter_side ({self.shorter_side}) must be at least patch_size ({self.patch_size})")
+        if self.longer_side < self.shorter_side:
+            raise ValueError(f"longer_side ({self.longer_side}) must be at least shorter_side ({self.shorter_side})")
+        return self
+
+
+EMBEDDED_IMAGE = ImageParams(shorter_side=96, longer_side=160, patch_size=16)
+"""The image size of the embedded dataset and of the backbone the project ships."""
 
 
 class GenerateParams(Section):
@@ -101,9 +118,7 @@ class PretrainParams(Section):
     # The backbone's own setting, apart from train.max_text_len: pretraining reads texts of this length, and
     # prompt training may read shorter ones (or stretch the table with train.text_positions).
     text_positions: int = Field(40, gt=2, description="text positions of the pretrained backbone (ViLT-B/32: 40)")
-    image: ImageParams = Field(
-        ImageParams(shorter_side=96, longer_side=160, patch_size=16), description="image resize rule and patch size"
-    )
+    image: ImageParams = Field(EMBEDDED_IMAGE, description="image resize rule and patch size")
     epochs: int = Field(8, gt=0, description="passes over the pairs")
     batch_size: int = Field(64, gt=1)
     lr: float = Field(5e-4, gt=0, description="AdamW learning rate (linear warmup, then decay)")

@@ -120,7 +120,7 @@ def evaluate_adapter(
         params: the `evaluate` section (rates, types, headline test setting, batch size, seed).
     """
     from mmp_core.data import collate
-    from mmp_core.loading import backbone_for, data_version, missing_seed, open_prepared, split_dataset, tokenizer_for
+    from mmp_core.loading import backbone_for, data_checksum, missing_seed, open_prepared, split_dataset, tokenizer_for
     from mmp_core.missing import MissingScenario
     from mmp_core.prompts import MissingAwarePromptModel, read_adapter_config
 
@@ -181,7 +181,7 @@ def evaluate_adapter(
             "missing_rate": train_params.train_missing.rate,
         },
     )
-    document["data_version"] = data_version(prepared)
+    document["data_checksum"] = data_checksum(prepared)
     document["precision"] = precision
     headline_table = table_for(*headline)
     document["sanity"] = sanity_check(

@@ -28,8 +28,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mmp_core.backbone import backbone_fingerprint, default_cache_dir
-from mmp_core.fileio import atomic_write
+from mmp_core.backbone import backbone_fingerprint
+from mmp_core.fileio import atomic_write, default_cache_dir
 from mmp_core.inference import predict
 from mmp_core.prompts import NUM_MISSING_TYPES
 

@@ -129,3 +129,8 @@ def fetch_verified(
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+def default_cache_dir() -> Path:
+    """`$MMP_CACHE_DIR`, default `~/.cache/mmp`: downloaded backbones, the pixel and the feature caches."""
+    return Path(os.environ.get("MMP_CACHE_DIR", Path.home() / ".cache" / "mmp"))

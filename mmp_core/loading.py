@@ -43,19 +43,18 @@ def tokenizer_for(backbone: str, prepared):
 def image_config(params: TrainParams):
     from mmp_core.data import ImageConfig
 
-    return ImageConfig(**params.image.model_dump())
+    return ImageConfig.from_params(params.image)
 
 
 def split_dataset(prepared, split: str, tokenizer, params: TrainParams, missing):
     """A split as model inputs; `missing` is a ScenarioParams (its table is looked up), a per-row table, or
     None (natural missingness only)."""
     from mmp_core.data import MultimodalDataset
-    from mmp_core.missing import MissingScenario
 
     if isinstance(missing, ScenarioParams):
         missing = prepared.missing_table(
             split,
-            MissingScenario(missing.type, missing.rate),
+            missing.scenario,
             missing_seed(prepared, params),
             reference=missing.source == "reference",
         )
@@ -78,8 +77,9 @@ def missing_seed(prepared, params: TrainParams) -> int:
     return int((prepared.manifest.get("missing") or {}).get("seed", 0))
 
 
-def data_version(prepared) -> str:
-    """Identifies the prepared data's content: its sample fingerprint and every arrow file's checksum."""
+def data_checksum(prepared) -> str:
+    """The prepared data's content (its sample fingerprint and every arrow file's checksum), as recorded in
+    adapters, training summaries and metrics. Not the published run's `data_version`, which is DVC's hash."""
     digest = hashlib.sha256(prepared.fingerprint.encode())
     for split in prepared.splits:
         digest.update(f"|{split}:{prepared.manifest['files'][split]['sha256']}".encode())

@@ -167,7 +167,7 @@ class Predictor:
             tokenizer_for(source, None),
             label_names=names,
             max_text_len=params.max_text_len,
-            image_config=ImageConfig(**params.image.model_dump()),
+            image_config=ImageConfig.from_params(params.image),
             description=f"{adapter_dir} on {source}",
             dtype=dtype,
             **kwargs,
@@ -193,7 +193,7 @@ class Predictor:
         current directory. Other arguments as `from_adapter`.
         """
         from mmp_core.artifact_store import ArtifactStore
-        from mmp_core.backbone import default_cache_dir
+        from mmp_core.fileio import default_cache_dir
         from mmp_core.prompts import read_adapter_config
         from mmp_core.storage import open_store
 

@@ -38,7 +38,7 @@ class ScenePairs(torch.utils.data.Dataset):
         from mmp_core.data.scenes import CONCEPT_WORDS, ScenesConfig, make_scene
 
         self.params, self.tokenizer, self.part = params, tokenizer, part
-        self.image_config = ImageConfig(**params.image.model_dump())
+        self.image_config = ImageConfig.from_params(params.image)
         config = ScenesConfig(seed=params.seed)
         with ThreadPoolExecutor(workers) as pool:
             self.scenes = list(pool.map(lambda index: make_scene(config, part, index), range(size)))
@@ -110,7 +110,7 @@ def prepared_pairs(prepared_dir: str | Path, params: PretrainParams, tokenizer) 
         prepared,
         prepared.spec.train_split,
         tokenizer,
-        image_config=ImageConfig(**params.image.model_dump()),
+        image_config=ImageConfig.from_params(params.image),
         max_text_len=params.text_positions,
     )
     complete = np.flatnonzero(dataset.missing_types == 0).tolist()

@@ -39,7 +39,7 @@ from mmp_core.deepspeed_setup import deepspeed_config, init_distributed, master_
 from mmp_core.features import FeatureDataset, feature_collate, frozen_features_off
 from mmp_core.fileio import atomic_write_json, recover_dir, replace_dir
 from mmp_core.inference import model_inputs, predict
-from mmp_core.loading import backbone_for, data_version, open_prepared, split_dataset, tokenizer_for
+from mmp_core.loading import backbone_for, data_checksum, open_prepared, split_dataset, tokenizer_for
 from mmp_core.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
 from mmp_core.precision import resolve_precision
 from mmp_core.progress import Progress
@@ -59,7 +59,7 @@ class TrainingData:
     train_dataset: torch.utils.data.Dataset  # the train split under the train missing setting
     val_dataset: torch.utils.data.Dataset  # the val split under the val missing setting
     collate: Callable
-    fingerprint: str  # identifies the prepared data (and missing tables) the run used
+    data_checksum: str  # the prepared data's content (loading.data_checksum)
     vocab_size: int  # of the tokenizer: must fit the backbone's embedding table
     dataset: str = ""  # the dataset's name (recorded in the adapter)
     label_names: tuple[str, ...] = ()  # in label-index order (recorded in the adapter: predictions name labels)
@@ -76,7 +76,7 @@ def training_data(prepared_dir: str | Path, params: TrainParams) -> TrainingData
         train_dataset=split_dataset(prepared, spec.train_split, tokenizer, params, params.train_missing),
         val_dataset=split_dataset(prepared, spec.val_split, tokenizer, params, params.val_missing),
         collate=_collate(),
-        fingerprint=data_version(prepared),
+        data_checksum=data_checksum(prepared),
         vocab_size=len(tokenizer),
         dataset=spec.name,
         label_names=spec.label_names,
@@ -103,9 +103,9 @@ def build_model(params: TrainParams, method: str, task: str, num_labels: int) ->
     return MissingAwarePromptModel(backbone, config)
 
 
-def params_fingerprint(params: TrainParams, method: str, data_fingerprint: str) -> str:
+def training_fingerprint(params: TrainParams, method: str, data_checksum: str) -> str:
     """Identifies a training run's inputs: a checkpoint is only resumed by a run with the same one."""
-    payload = json.dumps({"params": params.model_dump(mode="json"), "method": method, "data": data_fingerprint})
+    payload = json.dumps({"params": params.model_dump(mode="json"), "method": method, "data": data_checksum})
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -138,7 +138,7 @@ def train(
     """Train one method; returns the summary (also written to `out_dir/train_summary.json` by rank 0).
 
     Args:
-        data: the train and val splits under their missing settings, with task, collate and fingerprint.
+        data: the train and val splits under their missing settings, with task, collate and data checksum.
         out_dir: receives `adapter/` (the best adapter), `train_summary.json` and `dvclive/` (rank 0 only).
         checkpoint_dir: scratch space for resumable checkpoints; removed after a successful run.
     """
@@ -159,7 +159,7 @@ def train(
     hidden_size = model.backbone.config.hidden_size
     params = params.model_copy(update={"precision": resolve_precision(params.precision, hidden_size=hidden_size)})
     metric_name = PRIMARY_METRIC[data.task]
-    fingerprint = params_fingerprint(params, method, data.fingerprint)
+    fingerprint = training_fingerprint(params, method, data.data_checksum)
     ds_config = deepspeed_config(params.deepspeed_config, params, world_size)
     accumulation = ds_config["gradient_accumulation_steps"]
 
@@ -324,8 +324,8 @@ def _validate(
                     "method": method,
                     "step": state.global_step,
                     f"val_{metric_name}": value,
-                    "params_fingerprint": fingerprint,
-                    "data_fingerprint": data.fingerprint,
+                    "training_fingerprint": fingerprint,
+                    "data_checksum": data.data_checksum,
                     "val_missing": params.val_missing.model_dump(),
                     "train_missing": params.train_missing.model_dump(),
                     # What `mmp predict` needs to feed new inputs as training did, and to name the labels.
@@ -375,8 +375,8 @@ def _finish(model, state, params, method, metric_name, fingerprint, data, world_
         "world_size": world_size,
         "precision": resolve_precision(params.precision),
         "rank_parameter_hashes": hashes,
-        "params_fingerprint": fingerprint,
-        "data_fingerprint": data.fingerprint,
+        "training_fingerprint": fingerprint,
+        "data_checksum": data.data_checksum,
         "sanity": state.best_sanity,
         "history": state.history,
         "adapter": str(out_dir / ADAPTER_DIR),

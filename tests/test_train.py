@@ -191,7 +191,7 @@ def test_stale_checkpoints_of_other_parameters_are_not_resumed(workspace):
     params = write_params(workspace / "params5.yaml", workspace / "backbone", epochs=1)
     stale = workspace / "fresh.ckpt"
     stale.mkdir()
-    (stale / "run.json").write_text(json.dumps({"params_fingerprint": "something-else"}))
+    (stale / "run.json").write_text(json.dumps({"training_fingerprint": "something-else"}))
     (stale / "latest").write_text("step00000003")
     result = run_mmp(train_args(workspace, "baseline", "fresh", params), workspace)
     assert "made with other parameters or data" in result.stderr

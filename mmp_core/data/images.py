@@ -9,38 +9,46 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image
+from pydantic import ValidationError
 
-# Spec §1/§6: normalised with mean = std = 0.5, so pixel values lie in [-1, 1].
+from mmp_core.config import EMBEDDED_IMAGE, ImageParams
+
+# docs/method.md §1, §6: normalised with mean = std = 0.5, so pixel values lie in [-1, 1].
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
+_DEFAULT = ImageParams()
 
 
 @dataclass(frozen=True)
 class ImageConfig:
     """Resize rule (docs/method.md §6): scale the shorter side to `shorter_side`, cap the longer side at `longer_side`,
-    round both down to multiples of `patch_size`. ViLT-B/32: 384 / 640 / 32."""
+    round both down to multiples of `patch_size`. ViLT-B/32: 384 / 640 / 32.
 
-    shorter_side: int = 384
-    longer_side: int = 640
-    patch_size: int = 32
+    The data layer's hashable form of the params section `image` (`ImageParams`): same fields, defaults and rules.
+    """
+
+    shorter_side: int = _DEFAULT.shorter_side
+    longer_side: int = _DEFAULT.longer_side
+    patch_size: int = _DEFAULT.patch_size
 
     def __post_init__(self) -> None:
         for name in ("shorter_side", "longer_side", "patch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"ImageConfig.{name} must be a positive integer, got {value!r}")
-        if self.shorter_side < self.patch_size:
-            raise ValueError(
-                f"ImageConfig.shorter_side ({self.shorter_side}) must be at least patch_size ({self.patch_size})"
-            )
-        if self.longer_side < self.shorter_side:
-            raise ValueError(
-                f"ImageConfig.longer_side ({self.longer_side}) must be at least shorter_side ({self.shorter_side})"
-            )
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"ImageConfig.{name} must be an integer, got {value!r}")
+        try:
+            ImageParams(**asdict(self))
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'sizes'}: {e['msg']}" for e in error.errors())
+            raise ValueError(f"ImageConfig: {problems}") from None
+
+    @classmethod
+    def from_params(cls, image: ImageParams) -> ImageConfig:
+        return cls(**image.model_dump())
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) after resizing an image of the given size (transformers' ViLT rule)."""
@@ -69,7 +77,7 @@ _PROCESSORS: dict[ImageConfig, object] = {}
 
 
 # The small default for the embedded dataset (raw images are 96-144 px): 6x6 to 6x10 patches of 16 px.
-EMBEDDED_IMAGE_CONFIG = ImageConfig(shorter_side=96, longer_side=160, patch_size=16)
+EMBEDDED_IMAGE_CONFIG = ImageConfig.from_params(EMBEDDED_IMAGE)
 
 
 def make_processor(config: ImageConfig):

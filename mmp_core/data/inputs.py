@@ -104,7 +104,7 @@ def encode_text(text: str, tokenizer, max_text_len: int) -> dict:
 
 
 def default_image_config(dataset: str) -> ImageConfig:
-    """Spec §6 sizes (384/640/32), or the small embedded default (96/160/16)."""
+    """ViLT-B/32 sizes (384/640/32, docs/method.md §6), or the small embedded default (96/160/16)."""
     return EMBEDDED_IMAGE_CONFIG if dataset == "embedded" else ImageConfig()
 
 

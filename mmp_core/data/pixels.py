@@ -15,21 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from mmp_core.data.images import ImageConfig, decode_rgb, image_size
-from mmp_core.fileio import atomic_write
+from mmp_core.fileio import atomic_write, default_cache_dir
 
 # uint8 -> normalised float32, exactly as the processor computes it: (x / 255 - 0.5) / 0.5 in float32.
 NORMALISED = ((np.arange(256, dtype=np.float32) / np.float32(255)) - np.float32(0.5)) / np.float32(0.5)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("MMP_CACHE_DIR", Path.home() / ".cache" / "mmp")) / "pixels"
 
 
 def resized_uint8(data: bytes, config: ImageConfig) -> np.ndarray:
@@ -53,7 +48,7 @@ class PixelCache:
 
         Building reads each image's size from its header, allocates the memory-mapped array, then decodes into it
         a block of rows at a time, so memory stays flat whatever the dataset's size."""
-        directory = cache_dir or default_cache_dir()
+        directory = cache_dir or default_cache_dir() / "pixels"
         key = json.dumps([checksum, config.shorter_side, config.longer_side, config.patch_size])
         stem = directory / hashlib.sha256(key.encode()).hexdigest()[:24]
         images_path, sizes_path = stem.with_suffix(".images.npy"), stem.with_suffix(".sizes.npy")
