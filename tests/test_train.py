@@ -187,6 +187,21 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(workspace):
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-5, msg=f"{name} after resume")
 
 
+def test_one_thread_runs_are_bitwise_reproducible(workspace):
+    # What "reproducible run" means on a CPU: the same inputs at one intra-op thread give the same adapter to the
+    # bit (with several threads torch splits float sums differently from run to run; docs/method.md).
+    params = write_params(workspace / "params_repro.yaml", workspace / "backbone", epochs=1)
+    env = {**mmp_env(workspace), "OMP_NUM_THREADS": "1"}
+    for out in ("repro-a", "repro-b"):
+        run_mmp(train_args(workspace, "attention", out, params), workspace, env=env)
+    first, second = adapter_tensors(workspace / "repro-a"), adapter_tensors(workspace / "repro-b")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first), "two one-thread runs differ"
+    summaries = [json.loads((workspace / out / "train_summary.json").read_text()) for out in ("repro-a", "repro-b")]
+    assert summaries[0]["history"] == summaries[1]["history"]
+    assert summaries[0]["training_fingerprint"] == summaries[1]["training_fingerprint"]
+
+
 def test_stale_checkpoints_of_other_parameters_are_not_resumed(workspace):
     params = write_params(workspace / "params5.yaml", workspace / "backbone", epochs=1)
     stale = workspace / "fresh.ckpt"
