@@ -200,7 +200,7 @@ def train(
         logger.info(
             "[%s] %d train samples, %d process(es), micro batch %d, accumulation %d, %d steps/epoch x %d epochs, %s; %s",
             method, len(train_set), world_size, params.batch_size, accumulation, steps_per_epoch, params.epochs,
-            resolve_precision(params.precision),
+            params.precision,
             f"resuming at step {state.global_step}" if state.global_step else "starting fresh",
         )  # fmt: skip
         model.print_trainable_parameters()
@@ -373,7 +373,7 @@ def _finish(model, state, params, method, metric_name, fingerprint, data, world_
         "steps": state.global_step,
         "epochs": params.epochs,
         "world_size": world_size,
-        "precision": resolve_precision(params.precision),
+        "precision": params.precision,  # resolved once, at the start of train()
         "rank_parameter_hashes": hashes,
         "training_fingerprint": fingerprint,
         "data_checksum": data.data_checksum,
