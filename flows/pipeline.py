@@ -12,14 +12,14 @@ import time
 
 from prefect import flow, get_run_logger
 
+from flows.dvc_stages import run_stages
 from flows.tasks import (
+    DvcCommandFailed,
     assemble,
     dashboard,
-    dvc_plan,
     dvc_pull,
     dvc_push,
     dvc_repro,
-    dvc_stage,
     open_artifact_store,
     promote,
     publish,
@@ -64,10 +64,13 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
     started = time.perf_counter()
     stages: dict[str, str] = {}
     stage_seconds: dict[str, float] = {}
+    placed: dict[str, dict] = {}
     if params.seeds:  # the whole DAG as one DVC experiment over these seeds
         dvc_repro(params.repo, seeds=params.seeds)
     else:
-        stages, stage_seconds = run_stages(params.repo)
+        stages, stage_seconds, placed = run_stages(
+            params.repo, params.max_parallel, params.executor, params.stage_deployment, stage_git_url(params)
+        )
     versions = versions_of(params.repo)
     latest = None if params.seeds or stage_seconds or params.run_id or not stages else unchanged_since(store, versions)
     if latest:
@@ -108,6 +111,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
         "params_fingerprint": versions.params_fingerprint,
         "stages": stages,
         "stage_seconds": stage_seconds,
+        "stage_placement": {name: where["where"] for name, where in placed.items()},
         "seconds": round(time.perf_counter() - started, 1),
     }
     logger.info(
@@ -123,21 +127,18 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
     return summary
 
 
-def run_stages(repo: str) -> tuple[dict[str, str], dict[str, float]]:
-    """Every DVC stage its own task, in DVC's dependency order; DVC decides what is skipped.
-    Returns {stage: "ran" or "skipped"} and the seconds of the stages that ran."""
-    ran: dict[str, float] = {}
-    plan = dvc_plan(repo)
-    for stage in plan:
-        started = time.perf_counter()
-        # Training stages carry the `gpu` tag: a Prefect concurrency limit on it (`prefect concurrency-limit create
-        # gpu N`) keeps a pool from running more of them at once than its machines have accelerators.
-        task = dvc_stage.with_options(tags=["gpu"]) if stage.name.startswith("train@") else dvc_stage
-        outcome = task(repo, stage.name, stage.up_to_date, any(u in ran for u in stage.upstream))
-        if outcome is True:  # a skipped stage's task ends in a Skipped state instead
-            ran[stage.name] = round(time.perf_counter() - started, 1)
-    get_run_logger().info("DVC stages: %d ran, %d skipped", len(ran), len(plan) - len(ran))
-    return {stage.name: "ran" if stage.name in ran else "skipped" for stage in plan}, ran
+def stage_git_url(params: PipelineParams) -> str | None:
+    """Where workers clone the project from: the given URL, else the project's `origin` remote, else its path
+    (a worker on this machine or a shared filesystem). None for the local executor."""
+    import subprocess
+    from pathlib import Path
+
+    if params.executor != "workers":
+        return None
+    if params.git_url:
+        return params.git_url
+    origin = subprocess.run(["git", "remote", "get-url", "origin"], cwd=params.repo, capture_output=True, text=True)
+    return origin.stdout.strip() if origin.returncode == 0 else str(Path(params.repo).resolve())
 
 
 def unchanged_run(params: PipelineParams) -> str | None:
@@ -167,6 +168,9 @@ def print_summary(summary: dict) -> None:
         print(f"DVC stages: {len(stages) - len(skipped)} ran, {len(skipped)} skipped (up to date)")
         if seconds := summary.get("stage_seconds"):
             print("  " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()))
+        placement = summary.get("stage_placement") or {}
+        for where in sorted(set(placement.values())):
+            print(f"  on {where}: " + ", ".join(name for name, w in placement.items() if w == where))
     if "seconds" in summary:
         print(f"Flow time: {summary['seconds']:.0f} s")
     if summary["status"] == "unchanged":
@@ -231,7 +235,7 @@ def run_from_command_line(flow_function, argv: list[str] | None, description: st
             return 0
         summary = flow_function(params)
     except Exception as error:
-        message = user_error(error)
+        message = str(error) if isinstance(error, DvcCommandFailed) else user_error(error)
         if message is None or debug:
             raise
         print(f"{flow_function.name}: failed: {message} (--debug for the traceback)", file=sys.stderr)

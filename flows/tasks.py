@@ -10,14 +10,12 @@ import re
 import subprocess
 import sys
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed
 
 from mmp_core.artifact_store import ArtifactStore
 from mmp_core.dashboard import write_dashboard
@@ -28,8 +26,8 @@ from mmp_core.publish import promote as promote_run
 from mmp_core.storage import open_store
 
 
-def _environment() -> dict:
-    env = dict(os.environ)
+def _environment(extra: dict | None = None) -> dict:
+    env = {**os.environ, **(extra or {})}
     # DVC runs `mmp ...` stage commands and DeepSpeed compiles its ops with the `ninja` first on PATH: keep
     # this interpreter's bin directory (the venv) first.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -37,16 +35,20 @@ def _environment() -> dict:
     return env
 
 
-def run_dvc(repo: str, *args: str) -> list[str]:
+class DvcCommandFailed(RuntimeError):
+    """A DVC command (a stage's own command included) exited non-zero; the message ends with its last lines."""
+
+
+def run_dvc(repo: str, *args: str, env: dict | None = None) -> list[str]:
     """Run one DVC command in the project (the CLI: DVC's Python API resolves paths against the process cwd);
-    its output lines go to the Prefect log as they come, and the last 40 are returned."""
+    its output lines go to the Prefect log as they come, and the last 40 are returned. `env`: extra variables."""
     logger = get_run_logger()
     logger.info("dvc %s", " ".join(args))
     tail: deque[str] = deque(maxlen=40)
     with subprocess.Popen(
         [sys.executable, "-m", "dvc", *args],
         cwd=repo,
-        env=_environment(),
+        env=_environment(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -57,54 +59,8 @@ def run_dvc(repo: str, *args: str) -> list[str]:
                 tail.append(line)
                 logger.info(line)
     if process.returncode:
-        raise RuntimeError(f"`dvc {' '.join(args)}` failed with exit code {process.returncode}:\n" + "\n".join(tail))
+        raise DvcCommandFailed(f"`dvc {' '.join(args)}` in {repo} failed with exit code {process.returncode}:\n" + "\n".join(tail))
     return list(tail)
-
-
-@dataclass(frozen=True)
-class StagePlan:
-    name: str  # DVC's address: `prepare`, `train@input-0`
-    upstream: tuple[str, ...]  # the stages it depends on
-    up_to_date: bool  # by `dvc status`, before anything ran
-
-
-@task(name="dvc-plan", cache_policy=NO_CACHE)
-def dvc_plan(repo: str) -> list[StagePlan]:
-    """The project's stages in dependency order, from DVC's own graph (foreach/matrix items included), each
-    with whether `dvc status` finds it up to date."""
-    import contextlib
-
-    import networkx as nx
-    from dvc.repo import Repo
-
-    with contextlib.chdir(repo), Repo(repo) as project:  # DVC resolves paths against the working directory
-        graph = project.index.graph
-        stale = project.status()
-        order = reversed(list(nx.topological_sort(graph)))  # edges point from a stage to what it depends on
-        return [
-            StagePlan(
-                stage.addressing, tuple(d.addressing for d in graph.successors(stage)), stage.addressing not in stale
-            )
-            for stage in order
-            if stage.cmd  # pipeline stages (not `dvc add`/import files)
-        ]
-
-
-# DVC's words for a stage it did not run: nothing changed, or restored from the run-cache.
-_SKIPPED = ("didn't change, skipping", "is cached - skipping run")
-
-
-@task(name="dvc-stage", task_run_name="{stage}", cache_policy=NO_CACHE)
-def dvc_stage(repo: str, stage: str, up_to_date: bool, upstream_ran: bool):
-    """One DVC stage (`dvc repro --single-item`), as its own task: its state, duration and log lines.
-
-    DVC decides what is skipped; a skipped stage ends in a `Skipped` state (not a 0-second success)."""
-    if up_to_date and not upstream_ran:
-        return Completed(name="Skipped", message=f"{stage}: up to date (dvc status)", data=False)
-    lines = run_dvc(repo, "repro", "--single-item", stage)
-    if any(marker in line for line in lines for marker in _SKIPPED) and not any("Running stage" in x for x in lines):
-        return Completed(name="Skipped", message=f"{stage}: DVC found nothing to run", data=False)
-    return True
 
 
 @task(name="dvc-repro", cache_policy=NO_CACHE)

@@ -279,6 +279,20 @@ class PipelineParams(Section):
         "experiment with `dvc exp run -S seeds=[...]`, so params.yaml's seeds become these",
     )
     run_id: str | None = Field(None, description="default: UTC time + data/params fingerprint")
+    max_parallel: int = Field(
+        1, ge=1, le=256,
+        description="DVC stages run at once: 1 runs each in the project, in order; N runs up to N independent "
+        "stages (every train@, then every evaluate@) at once, each in its own workspace (see executor)",
+    )  # fmt: skip
+    executor: Literal["local", "workers"] = Field(
+        "local",
+        description="where fanned-out stages run: `local`, git worktrees on this machine sharing the DVC cache; "
+        "`workers`, runs of the mmp-stage deployment on a Prefect work pool, through the DVC remote",
+    )
+    stage_deployment: str = Field("mmp-stage/stage", description="the deployment workers run stages with")
+    git_url: str | None = Field(
+        None, description="where workers clone the project from (default: its `origin` remote, else its path)"
+    )
     pull: bool = Field(False, description="`dvc pull` before running (retrain: the newest data version)")
     push: bool = Field(False, description="`dvc push` the pipeline's outputs to the DVC remote after running")
 
@@ -311,4 +325,13 @@ class PipelineParams(Section):
     def _promoted_method_runs(self) -> PipelineParams:
         if not self.methods or self.promote_method not in self.methods:
             raise ValueError(f"promote_method {self.promote_method!r} must be one of methods {list(self.methods)}")
+        return self
+
+    @model_validator(mode="after")
+    def _seeds_run_as_one_experiment(self) -> PipelineParams:
+        if self.seeds and (self.max_parallel > 1 or self.executor == "workers"):
+            raise ValueError(
+                "seeds run the pipeline as one `dvc exp run`, which is not fanned out: set params.yaml's seeds "
+                "(`seeds: [0, 1, 2]`) to fan the seeds out with max_parallel/executor"
+            )
         return self

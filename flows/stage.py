@@ -1,0 +1,61 @@
+"""One DVC stage on a worker: the `mmp-stage` flow, deployed on a Prefect work pool (prefect.yaml: `stage`).
+
+The pipeline flow (executor `workers`) starts one run per stage. The worker clones the project at the flow's
+commit, pulls the stage's inputs from the DVC remote, runs the stage and pushes its outputs and its run-cache
+entry back, so that the pipeline restores the stage with `dvc repro` instead of running it again.
+
+    prefect worker start --pool mmp-process     # on each machine, in a checkout of this repository
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from flows.tasks import run_dvc
+from mmp_core.fileio import default_cache_dir
+from mmp_core.workspaces import stage_clone
+
+
+def worker_name() -> str:
+    """Which worker runs this: $MMP_WORKER_NAME, else host:pid of the worker process (a process worker starts
+    each flow run as its child)."""
+    return os.environ.get("MMP_WORKER_NAME") or f"{socket.gethostname()}:{os.getppid()}"
+
+
+def run_name() -> str:
+    """`train@input-0 on host:1234`: the UI's flow-run list says which worker ran which stage."""
+    return f"{flow_run.parameters.get('stage', 'stage')} on {worker_name()}"
+
+
+@task(name="dvc-pull-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def pull_inputs(workspace: str, upstream: list[str]) -> None:
+    """The outputs of the stages this one depends on, from the DVC remote (idempotent)."""
+    run_dvc(workspace, "pull", *upstream)
+
+
+@task(name="dvc-push-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def push_run(workspace: str, stage: str) -> None:
+    """The stage's outputs and its run-cache entry to the DVC remote (idempotent)."""
+    run_dvc(workspace, "push", "--run-cache", stage)
+
+
+@flow(name="mmp-stage", flow_run_name=run_name, log_prints=True)
+def stage(stage: str, commit: str, git_url: str, lock_text: str, upstream: list[str]) -> dict:
+    """Run DVC stage `stage` of the project at `git_url`@`commit`, with the pipeline's dvc.lock (`lock_text`)."""
+    from pathlib import Path
+
+    from prefect import get_run_logger
+
+    cache = default_cache_dir() / "dvc-cache"  # one per worker machine: inputs pulled once serve later stages
+    with stage_clone(git_url, commit, lock_text, cache, default_cache_dir() / "stage-workspaces", stage) as workspace:
+        if upstream:
+            pull_inputs(str(workspace), upstream)
+        run_dvc(str(workspace), "repro", "--single-item", stage)
+        push_run(str(workspace), stage)
+    get_run_logger().info("%s: done on %s", stage, worker_name())
+    return {"stage": stage, "worker": worker_name(), "workspace": str(Path(workspace).name)}

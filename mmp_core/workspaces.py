@@ -1,0 +1,136 @@
+"""Isolated workspaces for one DVC stage: the project's files at one git commit, checked out beside the project
+(a git worktree on this machine, a clone on a worker), where a stage runs without taking the project's DVC lock.
+Its outputs come back through DVC's cache and run-cache, so the project restores the stage instead of rerunning it.
+
+Nothing here talks to Prefect: the flows run DVC in these workspaces and decide what runs where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+# What a workspace takes from the project beside the commit: the DAG's state (outputs of stages that ran since
+# the last commit are recorded only there).
+LOCK_FILE = "dvc.lock"
+
+
+def _git(repo: Path, *args: str, env: dict | None = None) -> str:
+    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=env)
+    if result.returncode:
+        raise ValueError(f"{repo}: `git {' '.join(args)}` failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout.strip()
+
+
+def working_tree_changes(repo: Path, ignore: tuple[str, ...] = (LOCK_FILE,)) -> list[str]:
+    """Paths whose working-tree state differs from HEAD (modified, staged, new and not ignored), except `ignore`."""
+    lines = _git(repo, "status", "--porcelain", "--untracked-files=all").splitlines()
+    return [path for path in (line[3:].split(" -> ")[-1] for line in lines) if path not in ignore]
+
+
+def snapshot_commit(repo: Path) -> str:
+    """A commit of the project's working tree as it is now: tracked changes and new files (.gitignore respected).
+
+    Made with a temporary index, so the user's index, branch, stash and working tree stay as they are; HEAD
+    itself when nothing changed. Local workspaces check this commit out, so a stage sees exactly the files the
+    project has, committed or not."""
+    repo = Path(repo)
+    head = _git(repo, "rev-parse", "HEAD") if _has_head(repo) else None
+    if head and not working_tree_changes(repo, ignore=()):
+        return head
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        if head:
+            _git(repo, "read-tree", head, env=env)
+        _git(repo, "add", "-A", env=env)
+        tree = _git(repo, "write-tree", env=env)
+    identity = ["-c", "user.name=mmp", "-c", "user.email=mmp@localhost"]  # the snapshot is never pushed anywhere
+    parents = ["-p", head] if head else []
+    return _git(repo, *identity, "commit-tree", tree, *parents, "-m", "mmp: working tree for isolated stage runs")
+
+
+def _has_head(repo: Path) -> bool:
+    return (
+        subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], cwd=repo, capture_output=True).returncode
+        == 0
+    )
+
+
+def dvc_cache_dir(repo: Path) -> Path:
+    """The project's local DVC cache (`.dvc/cache` unless `dvc cache dir` moved it)."""
+    from dvc.repo import Repo
+
+    with contextlib.chdir(repo), Repo(str(repo)) as project:  # DVC resolves paths against the working directory
+        return Path(project.cache.local_cache_dir).resolve()
+
+
+@contextlib.contextmanager
+def stage_worktree(repo: Path, commit: str, lock_text: str, label: str = "stage") -> Iterator[Path]:
+    """A git worktree of `commit` that shares the project's DVC cache, with the project's current dvc.lock.
+
+    It lives under `.dvc/tmp/workspaces/` (ignored by git and DVC) and is removed afterwards, also on failure.
+    Its `.checkpoints` is the project's, so an interrupted training stage resumes wherever it runs next."""
+    repo = Path(repo).resolve()
+    cache = dvc_cache_dir(repo)
+    root = repo / ".dvc" / "tmp" / "workspaces"
+    root.mkdir(parents=True, exist_ok=True)
+    safe_label = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
+    workspace = root / f"{safe_label}-{uuid.uuid4().hex[:8]}"
+    _git(repo, "worktree", "add", "--detach", "--quiet", str(workspace), commit)
+    try:
+        (workspace / LOCK_FILE).write_text(lock_text)
+        local_config = repo / ".dvc" / "config.local"  # the project's own remote settings, if any
+        if local_config.is_file():
+            shutil.copyfile(local_config, workspace / ".dvc" / "config.local")
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache)], cwd=workspace, check=True, capture_output=True,
+            env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+        )  # fmt: skip
+        checkpoints = repo / ".checkpoints"
+        checkpoints.mkdir(exist_ok=True)
+        (workspace / ".checkpoints").symlink_to(checkpoints, target_is_directory=True)
+        yield workspace
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(workspace)], cwd=repo, capture_output=True)
+        shutil.rmtree(workspace, ignore_errors=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=repo, capture_output=True)
+
+
+@contextlib.contextmanager
+def stage_clone(git_url: str, commit: str, lock_text: str, cache_dir: Path, root: Path, label: str = "stage"):
+    """A fresh clone of `git_url` at `commit` with `lock_text` as its dvc.lock and `cache_dir` as its DVC cache
+    (one per worker: what one stage pulled, the next finds). Its DVC remote is the one the commit configures;
+    credentials come from the worker's environment. Removed afterwards, also on failure."""
+    root.mkdir(parents=True, exist_ok=True)
+    safe_label = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
+    workspace = root / f"{safe_label}-{uuid.uuid4().hex[:8]}"
+    try:
+        _git(root, "clone", "--quiet", "--no-checkout", git_url, str(workspace))
+        try:
+            _git(workspace, "checkout", "--quiet", "--detach", commit)
+        except ValueError as error:
+            raise ValueError(
+                f"commit {commit[:12]} is not in {git_url}: push it there, workers check out the flow's commit"
+            ) from error
+        (workspace / LOCK_FILE).write_text(lock_text)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache_dir)], cwd=workspace, check=True, capture_output=True,
+            env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+        )  # fmt: skip
+        yield workspace
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+def threads_per_stage(max_parallel: int) -> int:
+    """CPU threads for each of `max_parallel` stages running at once on this machine (torch's intra-op pool):
+    they share the cores instead of oversubscribing them."""
+    return max(1, (os.cpu_count() or 1) // max(1, max_parallel))
