@@ -27,7 +27,7 @@ install: $(VENV)/.installed
 
 # `make run SEEDS="0 1 2"`: every method trained and evaluated with three seeds, reported as mean ± sd.
 run: install
-	$(VENV)/bin/python -m flows.pipeline $(if $(SEEDS),--seeds $(SEEDS))
+	$(VENV)/bin/python -m flows.pipeline $(if $(SEEDS),--seeds $(SEEDS)) $(if $(PARALLEL),--max-parallel $(PARALLEL))
 
 demo: install
 	$(VENV)/bin/mmp demo

@@ -22,6 +22,7 @@ from prefect.states import Completed
 from flows.tasks import run_dvc
 from mmp_core.workspaces import (
     LOCK_FILE,
+    head_commit,
     snapshot_commit,
     stage_worktree,
     threads_per_stage,
@@ -62,8 +63,9 @@ def dvc_plan(repo: str) -> list[StagePlan]:
         ]
 
 
-# DVC's words for a stage it did not run: nothing changed, or restored from the run-cache.
-_NOT_RUN = ("didn't change, skipping", "is cached - skipping run")
+# DVC's words for a stage it did not run: nothing changed, or its outputs restored from the run-cache.
+_UNCHANGED = "didn't change, skipping"
+_RESTORED = "is cached - skipping run"
 
 
 def _tags(stage: str) -> list[str]:
@@ -76,11 +78,16 @@ def _tags(stage: str) -> list[str]:
 def dvc_stage(repo: str, stage: str, up_to_date: bool, upstream_ran: bool):
     """One DVC stage (`dvc repro --single-item`) in the project, as its own task: its state, duration and log.
 
-    DVC decides what is skipped; a skipped stage ends in a `Skipped` state (not a 0-second success)."""
+    DVC decides what is skipped; a skipped stage ends in a `Skipped` state (not a 0-second success), one whose
+    outputs DVC restored from its run-cache (a setting run before) in a `Restored` state."""
     if up_to_date and not upstream_ran:
         return Completed(name="Skipped", message=f"{stage}: up to date (dvc status)", data=False)
     lines = run_dvc(repo, "repro", "--single-item", stage)
-    if any(marker in line for line in lines for marker in _NOT_RUN) and not any("Running stage" in x for x in lines):
+    if any("Running stage" in line for line in lines):
+        return True
+    if any(_RESTORED in line for line in lines):  # new outputs all the same: what depends on them reruns
+        return Completed(name="Restored", message=f"{stage}: restored from DVC's run-cache", data=True)
+    if any(_UNCHANGED in line for line in lines):
         return Completed(name="Skipped", message=f"{stage}: DVC found nothing to run", data=False)
     return True
 
@@ -110,7 +117,7 @@ def dvc_stage_on_worker(deployment: str, stage: str, commit: str, git_url: str, 
         deployment,
         parameters={"stage": stage, "commit": commit, "git_url": git_url, "lock_text": lock_text,
                     "upstream": list(upstream)},
-        timeout=None, tags=_tags(stage),
+        timeout=None, poll_interval=2, tags=_tags(stage),
     )  # fmt: skip
     if not flow_run.state or not flow_run.state.is_completed():
         state = flow_run.state.name if flow_run.state else "unknown"
@@ -129,7 +136,7 @@ def dvc_restore(repo: str, stage: str, from_remote: bool) -> bool:
     if from_remote:
         run_dvc(repo, "fetch", "--run-cache", stage)
     lines = run_dvc(repo, "repro", "--single-item", *(["--pull"] if from_remote else []), stage)
-    restored = any("is cached - skipping run" in line for line in lines)
+    restored = any(_RESTORED in line for line in lines)
     if not restored:
         get_run_logger().warning("%s: not in the run-cache after its isolated run; DVC ran it in the project", stage)
     return restored
@@ -145,7 +152,7 @@ def run_stages(repo: str, max_parallel: int = 1, executor: str = "local", deploy
     plan = dvc_plan(repo)
     by_name = {stage.name: stage for stage in plan}
     fan_out = max_parallel > 1 or executor == "workers"
-    commit = _stage_commit(repo, executor, git_url) if fan_out else ""
+    commit = None  # taken when the first stage leaves the project (a no-op run needs none)
     threads = threads_per_stage(max_parallel)
     done: dict[str, bool] = {}  # stage -> it ran (or was restored after running elsewhere)
     seconds: dict[str, float] = {}
@@ -165,8 +172,11 @@ def run_stages(repo: str, max_parallel: int = 1, executor: str = "local", deploy
                 if isolated and (upstream_ran or not stage.up_to_date):
                     if len(running) >= max_parallel:
                         continue
+                    commit = commit or _stage_commit(repo, executor, git_url)
                     lock_text = (Path(repo) / LOCK_FILE).read_text() if (Path(repo) / LOCK_FILE).exists() else ""
                     if executor == "workers":
+                        if stage.upstream:  # the worker pulls them from the DVC remote (a no-op when there)
+                            run_dvc(repo, "push", *stage.upstream)
                         future = dvc_stage_on_worker.submit(deployment, stage.name, commit, git_url or repo,
                                                             lock_text, stage.upstream)  # fmt: skip
                     else:
@@ -202,14 +212,15 @@ def run_stages(repo: str, max_parallel: int = 1, executor: str = "local", deploy
 
 def _stage_commit(repo: str, executor: str, git_url: str | None) -> str:
     """The commit isolated stages check out. Local worktrees take a snapshot of the working tree as it is;
-    workers clone, so the project must be committed (dvc.lock aside: it travels with each stage)."""
+    workers clone, so the project must be committed (dvc.lock aside: it travels with each stage; and the
+    .gitignore entries DVC writes for outputs)."""
     if executor != "workers":
         return snapshot_commit(Path(repo))
-    changes = working_tree_changes(Path(repo))
+    changes = working_tree_changes(Path(repo), dvc_bookkeeping=True)
     if changes:
         shown = ", ".join(changes[:5]) + (f" and {len(changes) - 5} more" if len(changes) > 5 else "")
         raise ValueError(
             f"{repo}: uncommitted changes ({shown}): commit (and push to {git_url or 'the git remote'}) first, "
             "workers check out the flow's commit"
         )
-    return snapshot_commit(Path(repo))  # HEAD
+    return head_commit(Path(repo))

@@ -24,6 +24,7 @@ from flows.tasks import (
     promote,
     publish,
     publish_prefect_artifacts,
+    set_seeds,
     versions_of,
 )
 from mmp_core.config import PipelineParams
@@ -65,9 +66,11 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
     stages: dict[str, str] = {}
     stage_seconds: dict[str, float] = {}
     placed: dict[str, dict] = {}
-    if params.seeds:  # the whole DAG as one DVC experiment over these seeds
+    if params.seeds and params.max_parallel == 1:  # the whole DAG as one DVC experiment over these seeds
         dvc_repro(params.repo, seeds=params.seeds)
     else:
+        if params.seeds:  # fanned out: params.yaml's seeds set, then the stages as usual
+            set_seeds(params.repo, params.seeds)
         stages, stage_seconds, placed = run_stages(
             params.repo, params.max_parallel, params.executor, params.stage_deployment, stage_git_url(params)
         )

@@ -22,14 +22,25 @@ from mmp_core.workspaces import stage_clone
 
 
 def worker_name() -> str:
-    """Which worker runs this: $MMP_WORKER_NAME, else host:pid of the worker process (a process worker starts
-    each flow run as its child)."""
-    return os.environ.get("MMP_WORKER_NAME") or f"{socket.gethostname()}:{os.getppid()}"
+    """Which worker runs this: the name Prefect's worker gives its flow runs (`prefect worker start --name`),
+    else host:pid of the process that started this one."""
+    return os.environ.get("PREFECT__WORKER_NAME") or f"{socket.gethostname()}:{os.getppid()}"
 
 
 def run_name() -> str:
-    """`train@input-0 on host:1234`: the UI's flow-run list says which worker ran which stage."""
+    """`train@input-0 on gpu-node-3`: the UI's flow-run list says which worker ran which stage."""
     return f"{flow_run.parameters.get('stage', 'stage')} on {worker_name()}"
+
+
+def use_remote_from_environment(workspace: str) -> None:
+    """$MMP_DVC_REMOTE (with $MMP_S3_ENDPOINT_URL), when the worker has it, as the clone's default DVC remote,
+    in its local config: machine-specific URLs need not be committed (infra/local-stack.sh exports both)."""
+    remote = os.environ.get("MMP_DVC_REMOTE")
+    if not remote:
+        return  # the remote the commit configures
+    run_dvc(workspace, "remote", "add", "--local", "--default", "--force", "mmp-worker", remote)
+    if endpoint := os.environ.get("MMP_S3_ENDPOINT_URL"):
+        run_dvc(workspace, "remote", "modify", "--local", "mmp-worker", "endpointurl", endpoint)
 
 
 @task(name="dvc-pull-inputs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -53,6 +64,7 @@ def stage(stage: str, commit: str, git_url: str, lock_text: str, upstream: list[
 
     cache = default_cache_dir() / "dvc-cache"  # one per worker machine: inputs pulled once serve later stages
     with stage_clone(git_url, commit, lock_text, cache, default_cache_dir() / "stage-workspaces", stage) as workspace:
+        use_remote_from_environment(str(workspace))
         if upstream:
             pull_inputs(str(workspace), upstream)
         run_dvc(str(workspace), "repro", "--single-item", stage)

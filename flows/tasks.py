@@ -59,7 +59,9 @@ def run_dvc(repo: str, *args: str, env: dict | None = None) -> list[str]:
                 tail.append(line)
                 logger.info(line)
     if process.returncode:
-        raise DvcCommandFailed(f"`dvc {' '.join(args)}` in {repo} failed with exit code {process.returncode}:\n" + "\n".join(tail))
+        raise DvcCommandFailed(
+            f"`dvc {' '.join(args)}` in {repo} failed with exit code {process.returncode}:\n" + "\n".join(tail)
+        )
     return list(tail)
 
 
@@ -68,16 +70,26 @@ def dvc_repro(repo: str, *targets: str, seeds: tuple[int, ...] | None = None) ->
     """DVC decides what reruns (its cache); Prefect does not cache this task on top. With `seeds`, the pipeline
     runs as a DVC experiment over those training seeds (params.yaml's `seeds` set to them, as -S does)."""
     if seeds:
-        value = f"[{', '.join(map(str, seeds))}]"
-        params_file = Path(repo) / "params.yaml"
-        original = params_file.read_text()
-        run_dvc(repo, "exp", "run", "-S", f"seeds={value}", *targets)
+        original = (Path(repo) / "params.yaml").read_text()
+        run_dvc(repo, "exp", "run", "-S", f"seeds={_seeds_value(seeds)}", *targets)
         # DVC writes params.yaml back without its comments: keep the file as it was, with the new seeds line.
-        edited, count = re.subn(r"(?m)^seeds:.*$", f"seeds: {value}", original)
-        if count == 1:
-            atomic_write_text(params_file, edited)
+        set_seeds(repo, seeds, original)
     else:
         run_dvc(repo, "repro", *targets)
+
+
+def _seeds_value(seeds: tuple[int, ...]) -> str:
+    return f"[{', '.join(map(str, seeds))}]"
+
+
+def set_seeds(repo: str, seeds: tuple[int, ...], original: str | None = None) -> None:
+    """params.yaml's `seeds:` line set to `seeds`, every other line (comments included) as it was."""
+    params_file = Path(repo) / "params.yaml"
+    text = params_file.read_text() if original is None else original
+    edited, count = re.subn(r"(?m)^seeds:.*$", f"seeds: {_seeds_value(seeds)}", text)
+    if count != 1:
+        raise ValueError(f"{params_file}: expected one top-level `seeds:` line to set the seeds, found {count}")
+    atomic_write_text(params_file, edited)
 
 
 @task(name="dvc-pull", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

@@ -275,8 +275,9 @@ class PipelineParams(Section):
     )
     seeds: tuple[int, ...] | None = Field(
         None,
-        description="training seeds of this run (default: params.yaml's seeds); given, the DVC pipeline runs as an "
-        "experiment with `dvc exp run -S seeds=[...]`, so params.yaml's seeds become these",
+        description="training seeds of this run (default: params.yaml's seeds); given, params.yaml's seeds become "
+        "these, and the DVC pipeline runs as an experiment (`dvc exp run -S seeds=[...]`), or with max_parallel > 1 "
+        "as fanned-out stages",
     )
     run_id: str | None = Field(None, description="default: UTC time + data/params fingerprint")
     max_parallel: int = Field(
@@ -328,10 +329,10 @@ class PipelineParams(Section):
         return self
 
     @model_validator(mode="after")
-    def _seeds_run_as_one_experiment(self) -> PipelineParams:
-        if self.seeds and (self.max_parallel > 1 or self.executor == "workers"):
+    def _workers_run_committed_seeds(self) -> PipelineParams:
+        if self.seeds and self.executor == "workers":
             raise ValueError(
-                "seeds run the pipeline as one `dvc exp run`, which is not fanned out: set params.yaml's seeds "
-                "(`seeds: [0, 1, 2]`) to fan the seeds out with max_parallel/executor"
+                "workers check out the flow's commit, so seeds cannot be changed for one run: commit params.yaml "
+                "with `seeds: [0, 1, 2]` instead"
             )
         return self

@@ -26,13 +26,36 @@ def _git(repo: Path, *args: str, env: dict | None = None) -> str:
     result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=env)
     if result.returncode:
         raise ValueError(f"{repo}: `git {' '.join(args)}` failed: {result.stderr.strip() or result.stdout.strip()}")
-    return result.stdout.strip()
+    return result.stdout.rstrip("\n")  # porcelain lines start with a meaningful space
 
 
-def working_tree_changes(repo: Path, ignore: tuple[str, ...] = (LOCK_FILE,)) -> list[str]:
-    """Paths whose working-tree state differs from HEAD (modified, staged, new and not ignored), except `ignore`."""
+def working_tree_changes(repo: Path, dvc_bookkeeping: bool = False) -> list[str]:
+    """Paths whose working-tree state differs from HEAD (modified, staged, new and not ignored). With
+    `dvc_bookkeeping`, without what running the pipeline writes: dvc.lock, .gitignore files and the stages'
+    own outputs (uncached ones are visible to git)."""
     lines = _git(repo, "status", "--porcelain", "--untracked-files=all").splitlines()
-    return [path for path in (line[3:].split(" -> ")[-1] for line in lines) if path not in ignore]
+    paths = [line[3:].split(" -> ")[-1].strip('"') for line in lines]
+    if dvc_bookkeeping:
+        outputs = dvc_output_paths(repo)
+        paths = [
+            p for p in paths
+            if p != LOCK_FILE and Path(p).name != ".gitignore"
+            and not any(p == out or p.startswith(out + "/") for out in outputs)
+        ]  # fmt: skip
+    return paths
+
+
+def dvc_output_paths(repo: Path) -> list[str]:
+    """Every output of the project's DVC stages (outs, metrics, plots), relative to the project, POSIX style."""
+    from dvc.repo import Repo
+
+    repo = Path(repo).resolve()
+    with contextlib.chdir(repo), Repo(str(repo)) as project:  # DVC resolves paths against the working directory
+        return sorted(
+            Path(out.fs_path).resolve().relative_to(repo).as_posix()
+            for stage in project.index.stages
+            for out in stage.outs
+        )
 
 
 def snapshot_commit(repo: Path) -> str:
@@ -43,7 +66,7 @@ def snapshot_commit(repo: Path) -> str:
     project has, committed or not."""
     repo = Path(repo)
     head = _git(repo, "rev-parse", "HEAD") if _has_head(repo) else None
-    if head and not working_tree_changes(repo, ignore=()):
+    if head and not working_tree_changes(repo):
         return head
     with tempfile.TemporaryDirectory() as scratch:
         env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
@@ -54,6 +77,12 @@ def snapshot_commit(repo: Path) -> str:
     identity = ["-c", "user.name=mmp", "-c", "user.email=mmp@localhost"]  # the snapshot is never pushed anywhere
     parents = ["-p", head] if head else []
     return _git(repo, *identity, "commit-tree", tree, *parents, "-m", "mmp: working tree for isolated stage runs")
+
+
+def head_commit(repo: Path) -> str:
+    if not _has_head(Path(repo)):
+        raise ValueError(f"{repo}: no commit yet: workers check out the flow's commit")
+    return _git(Path(repo), "rev-parse", "HEAD")
 
 
 def _has_head(repo: Path) -> bool:

@@ -116,3 +116,50 @@ def s3_bucket(moto_server) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket=name)
     return name
+
+
+def flow_env(tmp: Path, endpoint: str | None = None) -> dict:
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        PREFECT_HOME=str(tmp / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        PREFECT_LOGGING_LEVEL="INFO",
+        DVC_NO_ANALYTICS="1",
+        DS_ACCELERATOR="cpu",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        MMP_CACHE_DIR=str(tmp / "cache"),
+    )
+    env.pop("PREFECT_API_URL", None)
+    # aiobotocore (DVC's S3 client) refuses a config file that is not a regular file, such as /dev/null.
+    env.pop("AWS_CONFIG_FILE", None)
+    env.pop("AWS_SHARED_CREDENTIALS_FILE", None)
+    return env
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    port = free_port()
+    env = flow_env(tmp_path)
+    log = open(tmp_path / "prefect-server.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                break
+        except OSError:
+            assert process.poll() is None, (tmp_path / "prefect-server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "prefect server did not become healthy"
+            time.sleep(0.5)
+    yield url, env
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()

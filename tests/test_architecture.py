@@ -17,7 +17,7 @@ LAYERS = (
     ("data", ("data/*",)),
     ("model stages", ("loading.py", "inference.py", "features.py", "deepspeed_setup.py", "checkpoints.py", "probe.py", "pretrain_data.py", "pretrain.py", "train.py", "evaluate.py", "seeds.py")),
     ("publishing", ("artifact_store.py", "local_store.py", "s3_store.py", "storage.py", "promotion.py", "report.py",
-                    "dashboard.py", "publish.py")),
+                    "dashboard.py", "publish.py", "workspaces.py")),
     ("interfaces", ("predict_io.py", "predict.py", "commands.py", "predict_commands.py", "cli.py", "data/commands.py")),
 )  # fmt: skip
 

@@ -6,12 +6,10 @@ DVC remote on the same S3, publish retries when the S3 server goes away, and a d
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import boto3
@@ -19,7 +17,7 @@ import pytest
 import yaml
 
 from mmp_core.storage import open_store
-from tests.conftest import MotoServer, free_port
+from tests.conftest import MotoServer, flow_env
 from tests.model_fixtures import REPO, TINY_IMAGE
 
 pytestmark = pytest.mark.slow
@@ -53,28 +51,6 @@ TINY_PARAMS = {
     },
     "evaluate": {"rates": [0.0, 0.5, 0.7, 1.0], "batch_size": 16},
 }
-
-
-def flow_env(tmp: Path, endpoint: str | None = None) -> dict:
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
-        PREFECT_HOME=str(tmp / "prefect-home"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-        PREFECT_LOGGING_LEVEL="INFO",
-        DVC_NO_ANALYTICS="1",
-        DS_ACCELERATOR="cpu",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        MMP_CACHE_DIR=str(tmp / "cache"),
-    )
-    env.pop("PREFECT_API_URL", None)
-    # aiobotocore (DVC's S3 client) refuses a config file that is not a regular file, such as /dev/null.
-    env.pop("AWS_CONFIG_FILE", None)
-    env.pop("AWS_SHARED_CREDENTIALS_FILE", None)
-    return env
 
 
 def make_project(root: Path, endpoint: str) -> Path:
@@ -309,31 +285,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-@pytest.fixture
-def prefect_server(tmp_path):
-    port = free_port()
-    env = flow_env(tmp_path)
-    log = open(tmp_path / "prefect-server.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                break
-        except OSError:
-            assert process.poll() is None, (tmp_path / "prefect-server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "prefect server did not become healthy"
-            time.sleep(0.5)
-    yield url, env
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
 
 
 def test_deployments_register_on_a_prefect_server_with_the_schedule(prefect_server, tmp_path):
