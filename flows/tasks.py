@@ -86,7 +86,8 @@ def set_seeds(repo: str, seeds: tuple[int, ...], original: str | None = None) ->
     """params.yaml's `seeds:` line set to `seeds`, every other line (comments included) as it was."""
     params_file = Path(repo) / "params.yaml"
     text = params_file.read_text() if original is None else original
-    edited, count = re.subn(r"(?m)^seeds:.*$", f"seeds: {_seeds_value(seeds)}", text)
+    # The line and, for a block-style list, the `- item` lines below it.
+    edited, count = re.subn(r"(?m)^seeds:[^\n]*(?:\n[ \t]*-[^\n]*)*", f"seeds: {_seeds_value(seeds)}", text)
     if count != 1:
         raise ValueError(f"{params_file}: expected one top-level `seeds:` line to set the seeds, found {count}")
     atomic_write_text(params_file, edited)

@@ -101,6 +101,21 @@ def test_local_fan_out_runs_stages_in_worktrees_and_matches_the_sequential_run(t
     assert outcome(project) == sequential
 
 
+def test_seeds_are_set_in_params_yaml_keeping_everything_else(tmp_path):
+    from flows.tasks import set_seeds
+
+    text = "# the methods\nmethods: [input]\nseeds:\n  - 0\n  - 1\ntrain:  # training\n  seed: 3\n"
+    (tmp_path / "params.yaml").write_text(text)
+    set_seeds(str(tmp_path), (4, 5, 6))
+    edited = (tmp_path / "params.yaml").read_text()
+    assert edited == "# the methods\nmethods: [input]\nseeds: [4, 5, 6]\ntrain:  # training\n  seed: 3\n"
+    set_seeds(str(tmp_path), (7,))
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["seeds"] == [7]
+    (tmp_path / "params.yaml").write_text("methods: [input]\n")
+    with pytest.raises(ValueError, match=r"params\.yaml: expected one top-level `seeds:` line"):
+        set_seeds(str(tmp_path), (1,))
+
+
 def test_a_failing_stage_fails_the_flow_with_its_own_error_and_publishes_nothing(tmp_path):
     project = make_project(tmp_path / "project", "http://127.0.0.1:9")
     params = (project / "params.yaml").read_text()
