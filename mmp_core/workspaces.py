@@ -137,6 +137,7 @@ def stage_clone(git_url: str, commit: str, lock_text: str, cache_dir: Path, root
     """A fresh clone of `git_url` at `commit` with `lock_text` as its dvc.lock and `cache_dir` as its DVC cache
     (one per worker: what one stage pulled, the next finds). Its DVC remote is the one the commit configures;
     credentials come from the worker's environment. Removed afterwards, also on failure."""
+    root, cache_dir = Path(root).resolve(), Path(cache_dir).resolve()  # $MMP_CACHE_DIR may be relative
     root.mkdir(parents=True, exist_ok=True)
     safe_label = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
     workspace = root / f"{safe_label}-{uuid.uuid4().hex[:8]}"
