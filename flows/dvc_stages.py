@@ -136,7 +136,7 @@ def dvc_restore(repo: str, stage: str, from_remote: bool) -> bool:
     if from_remote:
         run_dvc(repo, "fetch", "--run-cache", stage)
     lines = run_dvc(repo, "repro", "--single-item", *(["--pull"] if from_remote else []), stage)
-    restored = any(_RESTORED in line for line in lines)
+    restored = not any("Running stage" in line for line in lines)  # from the run-cache, or pulled up to date
     if not restored:
         get_run_logger().warning("%s: not in the run-cache after its isolated run; DVC ran it in the project", stage)
     return restored
