@@ -29,6 +29,7 @@ from flows.tasks import (
 )
 from mmp_core.config import PipelineParams
 from mmp_core.publish import new_run_id, unchanged_since
+from mmp_core.workspaces import default_git_url
 
 
 def run_name() -> str:
@@ -131,17 +132,10 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
 
 
 def stage_git_url(params: PipelineParams) -> str | None:
-    """Where workers clone the project from: the given URL, else the project's `origin` remote, else its path
-    (a worker on this machine or a shared filesystem). None for the local executor."""
-    import subprocess
-    from pathlib import Path
-
+    """Where workers clone the project from (None for the local executor)."""
     if params.executor != "workers":
         return None
-    if params.git_url:
-        return params.git_url
-    origin = subprocess.run(["git", "remote", "get-url", "origin"], cwd=params.repo, capture_output=True, text=True)
-    return origin.stdout.strip() if origin.returncode == 0 else str(Path(params.repo).resolve())
+    return params.git_url or default_git_url(params.repo)
 
 
 def unchanged_run(params: PipelineParams) -> str | None:

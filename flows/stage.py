@@ -58,8 +58,6 @@ def push_run(workspace: str, stage: str) -> None:
 @flow(name="mmp-stage", flow_run_name=run_name, log_prints=True)
 def stage(stage: str, commit: str, git_url: str, lock_text: str, upstream: list[str]) -> dict:
     """Run DVC stage `stage` of the project at `git_url`@`commit`, with the pipeline's dvc.lock (`lock_text`)."""
-    from pathlib import Path
-
     from prefect import get_run_logger
 
     cache = default_cache_dir() / "dvc-cache"  # one per worker machine: inputs pulled once serve later stages
@@ -70,4 +68,4 @@ def stage(stage: str, commit: str, git_url: str, lock_text: str, upstream: list[
         run_dvc(str(workspace), "repro", "--single-item", stage)
         push_run(str(workspace), stage)
     get_run_logger().info("%s: done on %s", stage, worker_name())
-    return {"stage": stage, "worker": worker_name(), "workspace": str(Path(workspace).name)}
+    return {"stage": stage, "worker": worker_name(), "workspace": workspace.name}

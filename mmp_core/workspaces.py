@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from mmp_core.publish import git_commit
+
 # What a workspace takes from the project beside the commit: the DAG's state (outputs of stages that ran since
 # the last commit are recorded only there).
 LOCK_FILE = "dvc.lock"
@@ -65,7 +67,7 @@ def snapshot_commit(repo: Path) -> str:
     itself when nothing changed. Local workspaces check this commit out, so a stage sees exactly the files the
     project has, committed or not."""
     repo = Path(repo)
-    head = _git(repo, "rev-parse", "HEAD") if _has_head(repo) else None
+    head = git_commit(repo)
     if head and not working_tree_changes(repo):
         return head
     with tempfile.TemporaryDirectory() as scratch:
@@ -80,16 +82,29 @@ def snapshot_commit(repo: Path) -> str:
 
 
 def head_commit(repo: Path) -> str:
-    if not _has_head(Path(repo)):
+    commit = git_commit(repo)
+    if commit is None:
         raise ValueError(f"{repo}: no commit yet: workers check out the flow's commit")
-    return _git(Path(repo), "rev-parse", "HEAD")
+    return commit
 
 
-def _has_head(repo: Path) -> bool:
-    return (
-        subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], cwd=repo, capture_output=True).returncode
-        == 0
-    )
+def default_git_url(repo: Path) -> str:
+    """Where workers clone the project from: its `origin` remote, else its path (a worker on this machine or a
+    shared filesystem)."""
+    origin = subprocess.run(["git", "remote", "get-url", "origin"], cwd=repo, capture_output=True, text=True)
+    return origin.stdout.strip() if origin.returncode == 0 else str(Path(repo).resolve())
+
+
+def _new_workspace(root: Path, label: str) -> Path:
+    safe_label = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
+    return root / f"{safe_label}-{uuid.uuid4().hex[:8]}"
+
+
+def _use_dvc_cache(workspace: Path, cache: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache)], cwd=workspace, check=True,
+        capture_output=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )  # fmt: skip
 
 
 def dvc_cache_dir(repo: Path) -> Path:
@@ -110,18 +125,14 @@ def stage_worktree(repo: Path, commit: str, lock_text: str, label: str = "stage"
     cache = dvc_cache_dir(repo)
     root = repo / ".dvc" / "tmp" / "workspaces"
     root.mkdir(parents=True, exist_ok=True)
-    safe_label = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
-    workspace = root / f"{safe_label}-{uuid.uuid4().hex[:8]}"
+    workspace = _new_workspace(root, label)
     _git(repo, "worktree", "add", "--detach", "--quiet", str(workspace), commit)
     try:
         (workspace / LOCK_FILE).write_text(lock_text)
         local_config = repo / ".dvc" / "config.local"  # the project's own remote settings, if any
         if local_config.is_file():
             shutil.copyfile(local_config, workspace / ".dvc" / "config.local")
-        subprocess.run(
-            [sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache)], cwd=workspace, check=True, capture_output=True,
-            env={**os.environ, "DVC_NO_ANALYTICS": "1"},
-        )  # fmt: skip
+        _use_dvc_cache(workspace, cache)
         checkpoints = repo / ".checkpoints"
         checkpoints.mkdir(exist_ok=True)
         (workspace / ".checkpoints").symlink_to(checkpoints, target_is_directory=True)
@@ -139,8 +150,7 @@ def stage_clone(git_url: str, commit: str, lock_text: str, cache_dir: Path, root
     credentials come from the worker's environment. Removed afterwards, also on failure."""
     root, cache_dir = Path(root).resolve(), Path(cache_dir).resolve()  # $MMP_CACHE_DIR may be relative
     root.mkdir(parents=True, exist_ok=True)
-    safe_label = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
-    workspace = root / f"{safe_label}-{uuid.uuid4().hex[:8]}"
+    workspace = _new_workspace(root, label)
     try:
         _git(root, "clone", "--quiet", "--no-checkout", git_url, str(workspace))
         try:
@@ -151,10 +161,7 @@ def stage_clone(git_url: str, commit: str, lock_text: str, cache_dir: Path, root
             ) from error
         (workspace / LOCK_FILE).write_text(lock_text)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache_dir)], cwd=workspace, check=True, capture_output=True,
-            env={**os.environ, "DVC_NO_ANALYTICS": "1"},
-        )  # fmt: skip
+        _use_dvc_cache(workspace, cache_dir)
         yield workspace
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
