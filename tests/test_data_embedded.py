@@ -12,7 +12,7 @@ import pytest
 from mmp_core.data import MultimodalDataset, build_tokenizer, collate, load_prepared
 from mmp_core.data.convert import prepare
 from mmp_core.data.datasets import EMBEDDED_GENRES, get_spec
-from mmp_core.data.generate import GenerateConfig, generate_embedded
+from mmp_core.data.generate import GenerateConfig, draw_sample, generate_embedded, make_sample
 from mmp_core.data.images import EMBEDDED_IMAGE_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,3 +94,41 @@ def test_complete_beats_each_single_modality(tmp_path, baselines):
     for genre in ("Romance", "Comedy", "Sci-Fi"):
         assert per_label["text only"][genre] > per_label["image only"][genre] + 0.4
     assert per_label["complete"]["Mystery"] > max(per_label["image only"]["Mystery"], per_label["text only"]["Mystery"])
+
+
+def test_drawn_sample_is_the_written_one_with_its_cues(tmp_path):
+    cfg = GenerateConfig(train=4, dev=2, test=2, seed=5)
+    generate_embedded(tmp_path / "raw", cfg, workers=1)
+    for split, index in (("train", 3), ("test", 1)):
+        sample = draw_sample(cfg, split, index)
+        record, image = make_sample(cfg, split, index)
+        assert sample.record == record and sample.image == image
+        written = tmp_path / "raw" / "images" / f"{record['id']}.jpeg"
+        assert written.read_bytes() == image
+        assert sample.image_cues <= set(EMBEDDED_GENRES) and sample.text_cues <= set(EMBEDDED_GENRES)
+        # image-only genres never show a text cue, text-only genres never an image cue
+        assert not sample.text_cues & {"Horror", "Western", "Animation"}
+        assert not sample.image_cues & {"Romance", "Comedy", "Sci-Fi"}
+
+
+def test_perfect_perceiver_ceiling(tmp_path):
+    """The ceiling a model can approach: high but below 1 on complete data, lower as a modality goes missing."""
+    path = ROOT / "bench" / "embedded_ceiling.py"
+    spec = importlib.util.spec_from_file_location("embedded_ceiling", path)
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    generate_embedded(tmp_path / "raw", GenerateConfig(train=600, dev=10, test=300, seed=3))
+    prepare("embedded", tmp_path / "out", raw_dir=tmp_path / "raw")
+    result = ceiling.run(tmp_path / "raw", tmp_path / "out", rates=(0.7, 1.0))
+    f1 = {row["scenario"]: row["f1_macro"] for row in result["scenarios"]}
+    assert result["test_samples"] == 300
+    assert 0.85 <= f1["complete"] < 0.97, f1  # cue noise and flipped labels keep it below 1
+    for missing_type in ("text", "image", "both"):
+        assert f1["complete"] > f1[f"{missing_type}:0.7"] > f1[f"{missing_type}:1"], f1
+    # with every text gone, the three text-only genres cannot be told: about 5/8 of the complete ceiling
+    assert f1["text:1"] < 0.7 * f1["complete"], f1
+    assert all(0.75 <= value <= 1.0 for value in result["complete_per_genre"].values()), result
+    # a mismatched generator config is an error, not a silent wrong ceiling
+    (tmp_path / "raw" / "generator.json").write_text(json.dumps({"seed": 4, "train": 600, "dev": 10, "test": 300}))
+    with pytest.raises(RuntimeError, match="does not match"):
+        ceiling.run(tmp_path / "raw", tmp_path / "out", rates=(0.7,))

@@ -167,8 +167,24 @@ def _image(rng: np.random.Generator, cues: set[str], quality: int) -> bytes:
     return drawing.to_jpeg(rng, image, quality)
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One generated sample and the latent cues behind it (which genres its image and its text show)."""
+
+    record: dict  # labels/<id>.json content
+    image: bytes | None
+    image_cues: frozenset[str]
+    text_cues: frozenset[str]
+
+
 def make_sample(cfg: GenerateConfig, split: str, index: int) -> tuple[dict, bytes | None]:
     """(labels/<id>.json content, image bytes or None) of one sample."""
+    sample = draw_sample(cfg, split, index)
+    return sample.record, sample.image
+
+
+def draw_sample(cfg: GenerateConfig, split: str, index: int) -> Sample:
+    """One sample with its latent cues; every value is drawn from one generator seeded by (seed, split, index)."""
     rng = np.random.default_rng([cfg.seed, SPLIT_CODES[split], index])
     labels = {genre: bool(rng.random() < cfg.label_prior) for genre in EMBEDDED_GENRES}
     if not any(labels.values()):
@@ -188,7 +204,7 @@ def make_sample(cfg: GenerateConfig, split: str, index: int) -> tuple[dict, byte
         "plot": plot,
         "genres": observed,
     }
-    return record, image
+    return Sample(record, image, frozenset(image_cues), frozenset(text_cues))
 
 
 def generate_embedded(out_dir: str | Path, cfg: GenerateConfig = GenerateConfig(), workers: int = 4) -> dict:
