@@ -21,35 +21,17 @@ import torch
 from sklearn.metrics import f1_score
 
 from mmp_core.backbone import load_backbone, resolve_backbone_dir
-from mmp_core.data import ImageConfig, MultimodalDataset, build_tokenizer, collate, load_prepared
-from mmp_core.missing import COMPLETE, IMAGE_MISSING, TEXT_MISSING
-from mmp_core.probe import fit_probe
-
-INPUTS = {"complete": COMPLETE, "text missing": TEXT_MISSING, "image missing": IMAGE_MISSING}
+from mmp_core.data import ImageConfig, MultimodalDataset, build_tokenizer, load_prepared
+from mmp_core.probe import PROBE_INPUTS, fit_probe, frozen_outputs
 
 
-@torch.no_grad()
-def frozen_features(backbone, dataset, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """{'cls': (N, H) pooled [CLS], 'tokens': (N, 2H) mean text tokens (unpadded) ‖ mean image tokens}."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    backbone.eval()
-    cls, tokens = [], []
-    with torch.random.fork_rng():
-        torch.manual_seed(0)  # ViLT draws its image patch order from the global RNG
-        for batch in loader:
-            out = backbone(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                pixel_values=batch["pixel_values"],
-                pixel_mask=batch["pixel_mask"],
-            )
-            text_len = batch["input_ids"].shape[1]
-            hidden = out.last_hidden_state
-            text_mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            text = (hidden[:, :text_len] * text_mask).sum(1) / text_mask.sum(1).clamp(min=1)
-            tokens.append(torch.cat([text, hidden[:, text_len:].mean(1)], -1).float().numpy())
-            cls.append(out.pooler_output.float().numpy())
-    return {"cls": np.concatenate(cls), "tokens": np.concatenate(tokens)}
+def cls_and_tokens(batch: dict, out) -> torch.Tensor:
+    """(B, 3H): pooled [CLS] ‖ mean of the unpadded text tokens ‖ mean of the image tokens (last layer)."""
+    text_len = batch["input_ids"].shape[1]
+    hidden = out.last_hidden_state
+    text_mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    text = (hidden[:, :text_len] * text_mask).sum(1) / text_mask.sum(1).clamp(min=1)
+    return torch.cat([out.pooler_output, text, hidden[:, text_len:].mean(1)], -1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = prepared.spec.label_names
     print(f"| input | features | F1-Macro | {' | '.join(labels)} |")
     print("|---" * (len(labels) + 3) + "|")
-    for name, code in INPUTS.items():
+    for name, code in PROBE_INPUTS.items():
         features, targets = {}, {}
         for split in ("train", "test"):
             dataset = MultimodalDataset(
@@ -80,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
                 max_text_len=args.max_text_len,
                 missing=np.full(prepared.rows(split), code, dtype=np.int8),
             )
-            features[split], targets[split] = frozen_features(backbone, dataset), dataset.labels
-        for label, keys in (("cls", ["cls"]), ("cls+tokens", ["cls", "tokens"])):
-            train_x, test_x = (np.concatenate([features[s][k] for k in keys], 1) for s in ("train", "test"))
+            features[split], targets[split] = frozen_outputs(backbone, dataset, cls_and_tokens), dataset.labels
+        hidden = backbone.config.hidden_size
+        for label, width in (("cls", hidden), ("cls+tokens", 3 * hidden)):
+            train_x, test_x = features["train"][:, :width], features["test"][:, :width]
             model = fit_probe("multilabel", train_x, targets["train"])
             predicted = model.predict_proba(test_x) > 0.5
             per_label = f1_score(targets["test"], predicted, average=None, zero_division=0)

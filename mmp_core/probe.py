@@ -21,8 +21,9 @@ PROBE_INPUTS = {"complete": COMPLETE, "text missing": TEXT_MISSING, "image missi
 
 
 @torch.no_grad()
-def pooled_features(backbone, dataset, batch_size: int = 64) -> np.ndarray:
-    """The backbone's pooled [CLS] (N, H) for every sample of `dataset`, in order."""
+def frozen_outputs(backbone, dataset, read, batch_size: int = 64) -> np.ndarray:
+    """`read(batch, output)` -> (B, D) tensor for every batch of `dataset` through the frozen backbone, in order,
+    concatenated to (N, D)."""
     from mmp_core.data import collate
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
@@ -37,8 +38,13 @@ def pooled_features(backbone, dataset, batch_size: int = 64) -> np.ndarray:
                 pixel_values=batch["pixel_values"],
                 pixel_mask=batch["pixel_mask"],
             )
-            features.append(out.pooler_output.float().numpy())
+            features.append(read(batch, out).float().numpy())
     return np.concatenate(features)
+
+
+def pooled_features(backbone, dataset, batch_size: int = 64) -> np.ndarray:
+    """The backbone's pooled [CLS] (N, H) for every sample of `dataset`, in order."""
+    return frozen_outputs(backbone, dataset, lambda batch, out: out.pooler_output, batch_size)
 
 
 def fit_probe(task: str, train_x: np.ndarray, train_y: np.ndarray, seed: int = 0):
