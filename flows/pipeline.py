@@ -29,6 +29,7 @@ from flows.tasks import (
 )
 from mmp_core.config import PipelineParams
 from mmp_core.publish import new_run_id, unchanged_since
+from mmp_core.report import TABLE_RATE, prompt_margins, scenario_table
 from mmp_core.workspaces import default_git_url
 
 
@@ -101,6 +102,8 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
             method: (r.get("headline_sd") or {}).get(r["primary_metric"]) for method, r in bundle.results.items()
         },
         "seeds": bundle.results[params.promote_method].get("seeds", []),
+        "table_rate": TABLE_RATE,
+        "table": scenario_table(bundle.results, TABLE_RATE, metric),
         "warnings": {
             method: r["sanity"]["warnings"]
             for method, r in bundle.results.items()
@@ -157,6 +160,18 @@ def unchanged_run(params: PipelineParams) -> str | None:
     return latest["run_id"] if latest else None
 
 
+def _cell(mean: float | None, sd: float | None, with_sd: bool) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4f} ± {sd:.4f}" if with_sd and sd is not None else f"{mean:.4f}"
+
+
+def _lead(margin: dict) -> str:
+    if margin["margin"] <= 0:
+        return "behind"
+    return "> 2 sd" if margin["clear"] else "within 2 sd"
+
+
 def print_summary(summary: dict) -> None:
     print()
     stages = summary.get("stages") or {}
@@ -175,12 +190,28 @@ def print_summary(summary: dict) -> None:
         return
     print(f"Run {summary['run_id']} ({summary['status']}): {summary['decision']}")
     seeds = summary.get("seeds") or []
-    if len(seeds) > 1:
-        print(f"  test {summary['metric']}, mean ± sd over training seeds {seeds}:")
-    for method, value in summary["headline"].items():
-        sd = (summary.get("headline_sd") or {}).get(method)
-        spread = f" ± {sd:.4f}" if sd is not None and len(seeds) > 1 else ""
-        print(f"  {method:<10} {summary['metric']} {value:.4f}{spread}")
+    several = len(seeds) > 1
+    if table := summary.get("table"):
+        # The paper's Table 1: each method at the table's missing rate of each missing type, and on complete data.
+        columns = list(next(iter(table.values())))
+        rate = f"{summary.get('table_rate', TABLE_RATE):.0%}"
+        names = [column if column == "complete" else f"{column} {rate}" for column in columns]
+        width = 17 if several else 11
+        over = f", mean ± sd over training seeds {seeds}" if several else f" (seed {seeds[0]})" if seeds else ""
+        print(f"  test {summary['metric']} by missing type{over}:")
+        print(f"  {'method':<10} " + "".join(f"{name:>{width}}" for name in names))
+        for method, cells in table.items():
+            row = "".join(f"{_cell(mean, sd, several):>{width}}" for mean, sd in cells.values())
+            print(f"  {method:<10} {row}")
+        if several and (margins := prompt_margins(table)):
+            # What the method is for: do the prompts beat the frozen baseline beyond the seeds' noise?
+            leads = [f"{column} {m['method']} {m['margin']:+.4f} ({_lead(m)})" for column, m in margins.items()]
+            print("  best prompts vs baseline: " + ", ".join(leads))
+    else:
+        for method, value in summary["headline"].items():
+            sd = (summary.get("headline_sd") or {}).get(method)
+            spread = f" ± {sd:.4f}" if sd is not None and several else ""
+            print(f"  {method:<10} {summary['metric']} {value:.4f}{spread}")
     for method, warnings in (summary.get("warnings") or {}).items():
         for warning in warnings:
             print(f"  WARNING {method}: {warning}")

@@ -137,6 +137,64 @@ def rate_table(results: Mapping[str, Mapping], rate: float = TABLE_RATE, metric:
     }
 
 
+def scenario_table(results: Mapping[str, Mapping], rate: float = TABLE_RATE, metric: str | None = None) -> dict:
+    """{method: {column: [mean, sd]}}: each missing type at `rate`, then "complete" (missing rate 0), the columns
+    of the paper's Table 1. `sd` is the standard deviation over training seeds, None for one seed; a cell the grid
+    lacks is [None, None]."""
+    metric = metric or _primary_metric(results)
+    types = _ordered((row["missing_type"] for m in results.values() for row in m.get("grid", [])), TYPE_ORDER)
+    table = {}
+    for method in _ordered(results, METHOD_ORDER):
+        metrics = results[method]
+        cells = {t: (t, rate) for t in types}
+        if types:
+            cells["complete"] = (types[0], 0.0)  # rate 0 of any missing type is the complete test split
+        table[method] = {
+            column: [_cell_value(metrics, t, r, metric), _cell_value(metrics, t, r, metric, "grid_sd")]
+            for column, (t, r) in cells.items()
+        }
+    return table
+
+
+def prompt_margins(table: Mapping[str, Mapping[str, Sequence]], baseline: str = "baseline") -> dict:
+    """Per column of a `scenario_table`, the best prompt method's lead over the frozen baseline:
+    {column: {"method", "margin", "sd", "clear"}}. `sd` is the larger of the two methods' standard deviations over
+    seeds (None for one seed) and `clear` says whether the lead is more than two of them (None without an sd).
+    Empty when the table has no baseline or no prompt method."""
+    prompts = [m for m in table if m != baseline]
+    if baseline not in table or not prompts:
+        return {}
+    margins = {}
+    for column, (base, base_sd) in table[baseline].items():
+        scored = [(table[m][column][0], m) for m in prompts if table[m][column][0] is not None]
+        if base is None or not scored:
+            continue
+        value, method = max(scored)
+        method_sd = table[method][column][1]
+        sd = max(base_sd, method_sd) if base_sd is not None and method_sd is not None else None
+        margins[column] = {
+            "method": method,
+            "margin": value - base,
+            "sd": sd,
+            "clear": (value - base > 2 * sd) if sd else None,
+        }
+    return margins
+
+
+def _margins_html(margins: Mapping[str, Mapping]) -> str:
+    """One line per column: the best prompt method's lead over the baseline, and whether seeds' noise explains it."""
+    if not margins or all(m["sd"] is None for m in margins.values()):
+        return ""  # one seed: no noise to judge a lead by
+    items = []
+    for column, m in margins.items():
+        verdict = "behind" if m["margin"] <= 0 else "more than 2 sd" if m["clear"] else "within 2 sd"
+        items.append(
+            f"<li data-column='{_esc(column)}'>{_esc(column)}: {_esc(m['method'])} {m['margin']:+.4f} "
+            f"(sd {_fmt(m['sd'])}; {verdict})</li>"
+        )
+    return f"<p>Best prompt method vs the frozen baseline (sd: the larger of the two over seeds):</p><ul id='margins'>{''.join(items)}</ul>"
+
+
 def _with_sd(value: float | None, sd: float | None) -> str:
     return _fmt(value) if sd is None or value is None else f"{_fmt(value)} ± {_fmt(sd)}"
 
@@ -281,6 +339,7 @@ def render_report(results: Mapping[str, Mapping], run_info: Mapping[str, Any]) -
         )
     parts.append("</div>")
     parts.append(f"<h2>At {TABLE_RATE:.0%} missing</h2>" + _rate_table_html(results, TABLE_RATE, metric, "table-70"))
+    parts.append(_margins_html(prompt_margins(scenario_table(results, TABLE_RATE, metric))))
     parts.append("<h2>Full grids</h2>")
     for method in methods:
         parts.append(f"<details><summary>{_esc(method)}</summary>{_grid_table_html(results[method], metric)}</details>")

@@ -215,6 +215,36 @@ def test_bad_flow_parameters_fail_before_any_work(tmp_path):
     assert not (tmp_path / "store").exists()
 
 
+def test_closing_lines_show_every_method_by_missing_type_with_the_seed_noise(capsys):
+    from flows.pipeline import print_summary
+
+    cells = {  # mean, sd over three seeds
+        "baseline": {"text": [0.647, 0.022], "image": [0.631, 0.005], "both": [0.668, 0.002], "complete": [0.804, 0.003]},
+        "attention": {"text": [0.653, 0.028], "image": [0.646, 0.002], "both": [0.672, 0.004], "complete": [0.805, 0.009]},
+        "input": {"text": [0.634, 0.004], "image": [0.613, 0.002], "both": [0.654, 0.009], "complete": [0.787, 0.003]},
+    }  # fmt: skip
+    print_summary({"status": "published", "run_id": "r1", "decision": "kept the champion", "seeds": [0, 1, 2],
+                   "metric": "f1_macro", "table": cells, "table_rate": 0.7, "headline": {}, "report": "file:///r",
+                   "dashboard": "file:///d"})  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert "  test f1_macro by missing type, mean ± sd over training seeds [0, 1, 2]:" in lines
+    assert lines[lines.index("  test f1_macro by missing type, mean ± sd over training seeds [0, 1, 2]:") + 1].split() == [
+        "method", "text", "70%", "image", "70%", "both", "70%", "complete"]  # fmt: skip
+    rows = {line.split()[0]: line for line in lines if line.split()[:1] in (["baseline"], ["attention"], ["input"])}
+    assert rows["attention"].split() == ["attention", "0.6530", "±", "0.0280", "0.6460", "±", "0.0020",
+                                         "0.6720", "±", "0.0040", "0.8050", "±", "0.0090"]  # fmt: skip
+    verdict = next(line for line in lines if line.startswith("  best prompts vs baseline:"))
+    assert "text attention +0.0060 (within 2 sd)" in verdict  # sd 0.028: noise
+    assert "image attention +0.0150 (> 2 sd)" in verdict  # sd 0.005: clear
+    assert "complete attention +0.0010 (within 2 sd)" in verdict
+
+    print_summary({"status": "promoted", "run_id": "r2", "decision": "first run", "seeds": [0], "metric": "f1_macro",
+                   "table": cells, "headline": {}, "report": "file:///r", "dashboard": "file:///d"})  # fmt: skip
+    out = capsys.readouterr().out
+    assert "test f1_macro by missing type (seed 0):" in out and "± " not in out
+    assert "best prompts vs baseline" not in out  # one seed has no noise to compare with
+
+
 def test_publish_task_retries_when_the_s3_server_goes_away(tmp_path, monkeypatch):
     """The publish task's retries carry a publish across an S3 outage; the manifest comes last."""
     for key, value in flow_env(tmp_path).items():

@@ -12,7 +12,7 @@ import pytest
 from mmp_core.dashboard import render_dashboard, write_dashboard
 from mmp_core.local_store import LocalStore
 from mmp_core.promotion import build_run_metadata, decide_promotion, headline_summary
-from mmp_core.report import load_run_results, rate_table, render_report
+from mmp_core.report import load_run_results, prompt_margins, rate_table, render_report, scenario_table
 from tests.results_fixtures import TYPES, metrics_document
 
 # Distinct, recognisable values per (method, type) at 70%: f1 = base - slope * rate.
@@ -182,3 +182,29 @@ def test_dashboard_empty_store_and_results_loader(tmp_path):
     loaded = load_run_results(full, "r2")
     assert list(loaded) == ["baseline", "attention", "input"]
     assert loaded["input"] == make_metrics("input", 0.05)
+
+
+def test_scenario_table_and_prompt_margins_say_whether_prompts_beat_the_baseline_beyond_seed_noise():
+    results = make_results()
+    table = scenario_table(results)
+    assert list(table) == ["baseline", "attention", "input"]
+    assert list(table["input"]) == ["text", "image", "both", "complete"]
+    assert table["input"]["text"][0] == pytest.approx(0.60 - 0.20 * 0.7)
+    assert table["baseline"]["complete"][0] == pytest.approx(0.50)
+    assert table["input"]["text"][1] is None  # one evaluation: no spread
+    assert prompt_margins(table)["text"]["clear"] is None
+
+    def with_sd(sd: float) -> dict:
+        for metrics in results.values():
+            metrics["grid_sd"] = [{**row, "f1_macro": sd} for row in metrics["grid"]]
+        return prompt_margins(scenario_table(results))
+
+    small = with_sd(0.01)  # input leads the baseline by 0.10 in every column
+    assert small["both"]["method"] == "input"
+    assert small["both"]["margin"] == pytest.approx(0.10)
+    assert all(m["clear"] for m in small.values())
+    report = render_report(results, {"run_id": "r1"})
+    assert "<li data-column='both'>both: input +0.1000 (sd 0.0100; more than 2 sd)</li>" in report
+    assert not any(m["clear"] for m in with_sd(0.06).values())  # 0.10 is within two sd of 0.06
+    assert "both: input +0.1000 (sd 0.0600; within 2 sd)" in render_report(results, {"run_id": "r1"})
+    assert prompt_margins({"input": table["input"]}) == {}  # no baseline: nothing to compare
