@@ -7,6 +7,10 @@ This script fits the same regression, per input (complete, every text missing, e
 Where `cls+tokens` is clearly above `cls` for a label, the backbone has read that label's cue but does not carry it
 to the [CLS]: room that prompts, which change what every layer attends to, can use and a new head cannot.
 
+Last, a multinomial regression on the pooled [CLS] tells the three inputs apart (test accuracy; chance 1/3): if it
+is near 1, a missing modality is plain to see for the baseline's own trainable pooler and head, which then need no
+missing-aware prompts to treat the missing cases differently.
+
 Usage:
     python bench/probe_tokens.py --backbone backbones/embedded --prepared data/prepared
 """
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = prepared.spec.label_names
     print(f"| input | features | F1-Macro | {' | '.join(labels)} |")
     print("|---" * (len(labels) + 3) + "|")
+    pooled = {"train": [], "test": []}  # the [CLS] of each input, for the missing-case probe
     for name, code in PROBE_INPUTS.items():
         features, targets = {}, {}
         for split in ("train", "test"):
@@ -64,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             features[split], targets[split] = frozen_outputs(backbone, dataset, cls_and_tokens), dataset.labels
         hidden = backbone.config.hidden_size
+        for split in pooled:
+            pooled[split].append(features[split][:, :hidden])
         for label, width in (("cls", hidden), ("cls+tokens", 3 * hidden)):
             train_x, test_x = features["train"][:, :width], features["test"][:, :width]
             model = fit_probe("multilabel", train_x, targets["train"])
@@ -71,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             per_label = f1_score(targets["test"], predicted, average=None, zero_division=0)
             cells = " | ".join(f"{v:.2f}" for v in per_label)
             print(f"| {name} | {label} | **{per_label.mean():.3f}** | {cells} |")
+    cases = {split: np.repeat(np.arange(len(PROBE_INPUTS)), [len(x) for x in pooled[split]]) for split in pooled}
+    which = fit_probe("multiclass", np.concatenate(pooled["train"]), cases["train"])
+    accuracy = (which.predict(np.concatenate(pooled["test"])) == cases["test"]).mean()
+    print(f"\nWhich input ({' / '.join(PROBE_INPUTS)}) from the pooled [CLS]: test accuracy {accuracy:.3f}")
     print(f"\n(train {prepared.rows('train')}, test {prepared.rows('test')}; {time.perf_counter() - start:.0f} s)")
     return 0
 
