@@ -163,3 +163,18 @@ def prefect_server(tmp_path):
     process.terminate()
     process.wait(timeout=30)
     log.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_prefect_temporary_servers():
+    """Stop the temporary Prefect server that in-process flows start, while pytest's output is still open: left
+    to Prefect's atexit hook, its "Stopping temporary server" line is written to a closed stream and prints a
+    logging traceback after the test summary."""
+    yield
+    if "prefect.server.api.server" in sys.modules:
+        from prefect.logging.handlers import APILogWorker
+        from prefect.server.api.server import SubprocessASGIServer
+
+        APILogWorker.drain_all(timeout=5)  # the flows' last log lines go to the server before it stops
+        for server in list(SubprocessASGIServer._instances.values()):
+            server.stop()
