@@ -29,7 +29,7 @@ from flows.tasks import (
 )
 from mmp_core.config import PipelineParams
 from mmp_core.publish import new_run_id, unchanged_since
-from mmp_core.report import TABLE_RATE, prompt_margins, scenario_table
+from mmp_core.report import TABLE_RATE, lead_verdict, prompt_margins, scenario_table
 from mmp_core.workspaces import default_git_url
 
 
@@ -160,16 +160,10 @@ def unchanged_run(params: PipelineParams) -> str | None:
     return latest["run_id"] if latest else None
 
 
-def _cell(mean: float | None, sd: float | None, with_sd: bool) -> str:
+def _cell(mean: float | None, sd: float | None) -> str:
     if mean is None:
         return "-"
-    return f"{mean:.4f} ± {sd:.4f}" if with_sd and sd is not None else f"{mean:.4f}"
-
-
-def _lead(margin: dict) -> str:
-    if margin["margin"] <= 0:
-        return "behind"
-    return "> 2 sd" if margin["clear"] else "within 2 sd"
+    return f"{mean:.4f}" if sd is None else f"{mean:.4f} ± {sd:.4f}"
 
 
 def print_summary(summary: dict) -> None:
@@ -201,17 +195,13 @@ def print_summary(summary: dict) -> None:
         print(f"  test {summary['metric']} by missing type{over}:")
         print(f"  {'method':<10} " + "".join(f"{name:>{width}}" for name in names))
         for method, cells in table.items():
-            row = "".join(f"{_cell(mean, sd, several):>{width}}" for mean, sd in cells.values())
+            row = "".join(f"{_cell(mean, sd if several else None):>{width}}" for mean, sd in cells.values())
             print(f"  {method:<10} {row}")
-        if several and (margins := prompt_margins(table)):
+        margins = prompt_margins(table)
+        if several and any(m["sd"] is not None for m in margins.values()):
             # What the method is for: do the prompts beat the frozen baseline beyond the seeds' noise?
-            leads = [f"{column} {m['method']} {m['margin']:+.4f} ({_lead(m)})" for column, m in margins.items()]
+            leads = [f"{c} {m['method']} {m['margin']:+.4f} ({lead_verdict(m, '>')})" for c, m in margins.items()]
             print("  best prompts vs baseline: " + ", ".join(leads))
-    else:
-        for method, value in summary["headline"].items():
-            sd = (summary.get("headline_sd") or {}).get(method)
-            spread = f" ± {sd:.4f}" if sd is not None and several else ""
-            print(f"  {method:<10} {summary['metric']} {value:.4f}{spread}")
     for method, warnings in (summary.get("warnings") or {}).items():
         for warning in warnings:
             print(f"  WARNING {method}: {warning}")

@@ -77,8 +77,16 @@ def _primary_metric(results: Mapping[str, Mapping]) -> str:
     return metrics.pop() if metrics else "f1_macro"
 
 
+def _seeded(metrics: Mapping) -> bool:
+    """Whether a method's result folds two or more training seeds: `mmp aggregate` writes a standard deviation of 0
+    for one seed, which is no spread to show or to judge a lead by."""
+    return len(metrics.get("seeds", [])) > 1
+
+
 def _cell_value(metrics: Mapping, missing_type: str, rate: float, metric: str, grid: str = "grid") -> float | None:
-    """A grid cell's value; `grid="grid_sd"`: its standard deviation over seeds (None for one evaluation)."""
+    """A grid cell's value; `grid="grid_sd"`: its standard deviation over seeds (None for fewer than two)."""
+    if grid == "grid_sd" and not _seeded(metrics):
+        return None
     for row in metrics.get(grid, []):
         if row.get("missing_type") == missing_type and abs(float(row["missing_rate"]) - rate) < 1e-9:
             value = row.get(metric)
@@ -127,39 +135,39 @@ def robustness_curves(results: Mapping[str, Mapping], metric: str | None = None)
     return charts
 
 
-def rate_table(results: Mapping[str, Mapping], rate: float = TABLE_RATE, metric: str | None = None) -> dict:
-    """{method: {missing_type: value or None}} at one missing rate."""
+def rate_table(
+    results: Mapping[str, Mapping], rate: float = TABLE_RATE, metric: str | None = None, grid: str = "grid"
+) -> dict:
+    """{method: {missing_type: value or None}} at one missing rate; `grid="grid_sd"`: the standard deviations."""
     metric = metric or _primary_metric(results)
     types = _ordered((row["missing_type"] for m in results.values() for row in m.get("grid", [])), TYPE_ORDER)
     return {
-        method: {t: _cell_value(results[method], t, rate, metric) for t in types}
+        method: {t: _cell_value(results[method], t, rate, metric, grid) for t in types}
         for method in _ordered(results, METHOD_ORDER)
     }
 
 
 def scenario_table(results: Mapping[str, Mapping], rate: float = TABLE_RATE, metric: str | None = None) -> dict:
-    """{method: {column: [mean, sd]}}: each missing type at `rate`, then "complete" (missing rate 0), the columns
-    of the paper's Table 1. `sd` is the standard deviation over training seeds, None for one seed; a cell the grid
-    lacks is [None, None]."""
+    """{method: {column: [mean, sd]}}: each missing type at `rate`, then "complete" (missing rate 0, the same
+    test split for every missing type), the columns of the paper's Table 1. `sd` is the standard deviation over
+    training seeds, None for a method evaluated with fewer than two; a cell the grid lacks is [None, None]."""
     metric = metric or _primary_metric(results)
-    types = _ordered((row["missing_type"] for m in results.values() for row in m.get("grid", [])), TYPE_ORDER)
+    means, sds = rate_table(results, rate, metric), rate_table(results, rate, metric, "grid_sd")
+    complete, complete_sd = rate_table(results, 0.0, metric), rate_table(results, 0.0, metric, "grid_sd")
     table = {}
-    for method in _ordered(results, METHOD_ORDER):
-        metrics = results[method]
-        cells = {t: (t, rate) for t in types}
-        if types:
-            cells["complete"] = (types[0], 0.0)  # rate 0 of any missing type is the complete test split
-        table[method] = {
-            column: [_cell_value(metrics, t, r, metric), _cell_value(metrics, t, r, metric, "grid_sd")]
-            for column, (t, r) in cells.items()
-        }
+    for method, row in means.items():
+        cells = {t: [value, sds[method][t]] for t, value in row.items()}
+        if row:
+            first = next(iter(row))
+            cells["complete"] = [complete[method][first], complete_sd[method][first]]
+        table[method] = cells
     return table
 
 
 def prompt_margins(table: Mapping[str, Mapping[str, Sequence]], baseline: str = "baseline") -> dict:
     """Per column of a `scenario_table`, the best prompt method's lead over the frozen baseline:
     {column: {"method", "margin", "sd", "clear"}}. `sd` is the larger of the two methods' standard deviations over
-    seeds (None for one seed) and `clear` says whether the lead is more than two of them (None without an sd).
+    seeds (None without seeds) and `clear` says whether the lead is more than two of them (None without an sd).
     Empty when the table has no baseline or no prompt method."""
     prompts = [m for m in table if m != baseline]
     if baseline not in table or not prompts:
@@ -172,27 +180,31 @@ def prompt_margins(table: Mapping[str, Mapping[str, Sequence]], baseline: str = 
         value, method = max(scored)
         method_sd = table[method][column][1]
         sd = max(base_sd, method_sd) if base_sd is not None and method_sd is not None else None
-        margins[column] = {
-            "method": method,
-            "margin": value - base,
-            "sd": sd,
-            "clear": (value - base > 2 * sd) if sd else None,
-        }
+        clear = value - base > 2 * sd if sd is not None else None
+        margins[column] = {"method": method, "margin": value - base, "sd": sd, "clear": clear}
     return margins
+
+
+def lead_verdict(margin: Mapping, more: str = "more than") -> str:
+    """A `prompt_margins` entry in words: "behind", "within 2 sd" or "<more> 2 sd"."""
+    if margin["margin"] <= 0:
+        return "behind"
+    return f"{more} 2 sd" if margin["clear"] else "within 2 sd"
 
 
 def _margins_html(margins: Mapping[str, Mapping]) -> str:
     """One line per column: the best prompt method's lead over the baseline, and whether seeds' noise explains it."""
-    if not margins or all(m["sd"] is None for m in margins.values()):
-        return ""  # one seed: no noise to judge a lead by
-    items = []
-    for column, m in margins.items():
-        verdict = "behind" if m["margin"] <= 0 else "more than 2 sd" if m["clear"] else "within 2 sd"
-        items.append(
-            f"<li data-column='{_esc(column)}'>{_esc(column)}: {_esc(m['method'])} {m['margin']:+.4f} "
-            f"(sd {_fmt(m['sd'])}; {verdict})</li>"
-        )
-    return f"<p>Best prompt method vs the frozen baseline (sd: the larger of the two over seeds):</p><ul id='margins'>{''.join(items)}</ul>"
+    if all(m["sd"] is None for m in margins.values()):
+        return ""  # no seeds: no noise to judge a lead by
+    items = [
+        f"<li data-column='{_esc(column)}'>{_esc(column)}: {_esc(m['method'])} {m['margin']:+.4f} "
+        f"(sd {_fmt(m['sd'])}; {lead_verdict(m)})</li>"
+        for column, m in margins.items()
+    ]
+    return (
+        "<p>Best prompt method vs the frozen baseline (sd: the larger of the two over seeds):</p>"
+        f"<ul id='margins'>{''.join(items)}</ul>"
+    )
 
 
 def _with_sd(value: float | None, sd: float | None) -> str:
@@ -207,13 +219,13 @@ def _seeds_note(results: Mapping[str, Mapping]) -> str:
 
 
 def _rate_table_html(results: Mapping[str, Mapping], rate: float, metric: str, table_id: str) -> str:
-    table = rate_table(results, rate, metric)
+    table, table_sd = rate_table(results, rate, metric), rate_table(results, rate, metric, "grid_sd")
     types = list(next(iter(table.values()), {}))
     best = {t: max((v[t] for v in table.values() if v[t] is not None), default=None) for t in types}
     head = "".join(f"<th>{_esc(t)}</th>" for t in types)
     rows = []
     for method, values in table.items():
-        sds = {t: _cell_value(results[method], t, rate, metric, "grid_sd") for t in types}
+        sds = table_sd[method]
         cells = "".join(
             f"<td class='{'best' if values[t] is not None and values[t] == best[t] else ''}'>"
             f"{_with_sd(values[t], sds[t])}</td>"
@@ -312,7 +324,7 @@ def render_report(results: Mapping[str, Mapping], run_info: Mapping[str, Any]) -
             f"<tr data-method='{_esc(method)}'><th class='l'>{_esc(method)}</th>"
             f"<td class='l'>{_esc(train.get('missing_type'))}@{_esc(train.get('missing_rate'))}</td>"
             f"<td class='l'>{_esc(head.get('missing_type'))}@{_esc(head.get('missing_rate'))}</td>"
-            f"<td>{_with_sd(head.get(metric), (m.get('headline_sd') or {}).get(metric))}</td></tr>"
+            f"<td>{_with_sd(head.get(metric), (m.get('headline_sd') or {}).get(metric) if _seeded(m) else None)}</td></tr>"
         )
     parts.append(
         "<h2>Headline</h2><table id='headline'><tr><th class='l'>method</th><th class='l'>trained on</th>"

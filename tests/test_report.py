@@ -194,10 +194,15 @@ def test_scenario_table_and_prompt_margins_say_whether_prompts_beat_the_baseline
     assert table["input"]["text"][1] is None  # one evaluation: no spread
     assert prompt_margins(table)["text"]["clear"] is None
 
-    def with_sd(sd: float) -> dict:
+    def with_sd(sd: float, seeds: tuple = (0, 1, 2)) -> dict:  # as `mmp aggregate` writes a folded result
         for metrics in results.values():
-            metrics["grid_sd"] = [{**row, "f1_macro": sd} for row in metrics["grid"]]
+            metrics["seeds"], metrics["grid_sd"] = list(seeds), [{**row, "f1_macro": sd} for row in metrics["grid"]]
         return prompt_margins(scenario_table(results))
+
+    one_seed = with_sd(0.0, seeds=(0,))  # one seed's sd is 0 by definition: not a spread to judge a lead by
+    assert all(m["sd"] is None and m["clear"] is None for m in one_seed.values())
+    one_seed_report = render_report(results, {"run_id": "r1"})
+    assert "id='margins'" not in one_seed_report and "± 0.0000" not in one_seed_report
 
     small = with_sd(0.01)  # input leads the baseline by 0.10 in every column
     assert small["both"]["method"] == "input"
