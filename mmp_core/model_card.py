@@ -12,6 +12,7 @@ import platform
 from pathlib import Path
 
 from mmp_core.fileio import atomic_write_json, atomic_write_text, sha256_file
+from mmp_core.pretrain_checks import MIN_COMPLETE_OVER_SINGLE, MIN_HELDOUT_ITM, chance_bound, own_data_verdict
 
 CARD_NAME = "MODEL_CARD.md"
 CARD_DATA_NAME = "card.json"
@@ -60,51 +61,65 @@ def verify_card(backbone_dir: str | Path) -> str:
     return actual
 
 
+# Parameters that only one corpus reads: the card lists only what applied.
+SCENE_ONLY = ("pairs", "heldout", "concept_mlm_probability", "hard_negatives")
+
+
+def applied_params(summary: dict) -> dict:
+    """The pretraining parameters that applied: no scene counts or concept masking for a prepared corpus, no
+    `config` (the shape) when continuing from `init`, no `init` when starting from random weights."""
+    params = dict(summary["params"])
+    if params.get("corpus") == "prepared":
+        for key in SCENE_ONLY:
+            params.pop(key, None)
+    if params.get("init"):
+        params.pop("config", None)
+    elif "init" in params:
+        del params["init"]
+    return params
+
+
 def render_card(summary: dict, probe: dict | None, data: dict) -> str:
     params = summary["params"]
+    own = params.get("corpus") == "prepared"
     heldout = summary.get("heldout") or {}
+    losses = (summary.get("history") or [heldout])[-1]
     minutes = summary["seconds"] / 60
-    lines = [
-        "# Embedded backbone: a small ViLT pretrained on captioned scenes",
-        "",
-        f"A {summary['parameters']:,d}-parameter ViLT ({summary['num_hidden_layers']} layers, hidden "
-        f"{summary['hidden_size']}, {params['image']['patch_size']} px patches, {params['text_positions']} text "
-        f"positions, {summary['vocab_size']} tokens) that stands in for `dandelin/vilt-b32-mlm` on the embedded "
-        "data. It is made by mmp's own `mmp pretrain` and loaded like any downloaded checkpoint "
-        "(`model.safetensors`, `config.json`, `vocab.txt`).",
-        "",
-        "## How it was made",
-        "",
-        f"- Command: `{data['command']}`" if data.get("command") else "- Command: not recorded",
-        f"- Corpus: {summary['pairs']:,d} generated captioned scenes (`corpus: {params['corpus']}`, seed "
-        f"{params['seed']}), plus {heldout.get('heldout_pairs', 0):,d} held-out scenes it never trained on.",
+    lines = _own_head(summary, data) if own else _scenes_head(summary, data)
+    lines += [
         f"- {summary['steps']:,d} steps of {params['batch_size']} pairs ({params['epochs']} epochs), lr "
         f"{params['lr']}, {params['precision']}; {minutes:.1f} minutes on {data['machine']}.",
+        *_init_lines(summary.get("init")),
+        *(
+            [f"- Interrupted and resumed from its checkpoint at step {summary['resumed_from_step']:,d}."]
+            if summary.get("resumed_from_step")
+            else []
+        ),
         "- Parameters:",
         "",
         "```yaml",
-        *[f"{key}: {json.dumps(value)}" for key, value in params.items()],
+        *[f"{key}: {json.dumps(value)}" for key, value in applied_params(summary).items()],
         "```",
         "",
         "## Held-out image-text matching",
         "",
-        f"On {heldout.get('heldout_pairs', 0):,d} scenes it never trained on: matching accuracy (half matched pairs, "
-        "a quarter hard negatives, a quarter another scene's text), accuracy against hard negatives alone, and "
-        "image-to-text retrieval recall@1 among 100 candidate texts.",
+        *(_own_heldout(summary) if own else _scenes_heldout(heldout)),
         "",
         "| metric | value |",
         "|---|---|",
         *[f"| {key} | {value} |" for key, value in heldout.items() if key.startswith(("itm_accuracy", "retrieval"))],
         "",
+        *[line for warning in summary.get("warnings") or [] for line in (f"**Warning:** {warning}.", "")],
         "Last epoch's training losses: "
-        + ", ".join(f"{key} {value}" for key, value in heldout.items() if key.endswith("_loss"))
+        + ", ".join(f"{key} {value}" for key, value in losses.items() if key.endswith("_loss"))
         + ".",
         "",
     ]
     if probe:
         metric = probe["metric"]
+        where = f"`{probe.get('dataset')}`" if own else "the embedded benchmark"
         lines += [
-            "## Linear probes on the embedded benchmark",
+            f"## Linear probes on {where}",
             "",
             f"Logistic regression on the frozen pooled [CLS] (train split {probe['train_samples']}, test split "
             f"{probe['test_samples']}), test {metric}:",
@@ -116,5 +131,103 @@ def render_card(summary: dict, probe: dict | None, data: dict) -> str:
         ]
         if probe.get("reference"):
             lines += [f"Reference: {probe['reference']}", ""]
+    if own:
+        verdict = own_data_verdict(summary, probe)
+        lines += [
+            "## The own-data rule",
+            "",
+            f"Held-out matching accuracy at least {MIN_HELDOUT_ITM} and a complete-input probe at least "
+            f"{MIN_COMPLETE_OVER_SINGLE} x the better single-modality probe (README, *Your own data*): {verdict}.",
+            "",
+        ]
     lines += ["## Weights", "", f"`model.safetensors` SHA-256: `{data['weights_sha256']}`", ""]
     return "\n".join(lines)
+
+
+def _shape(summary: dict) -> str:
+    params = summary["params"]
+    return (
+        f"A {summary['parameters']:,d}-parameter ViLT ({summary['num_hidden_layers']} layers, hidden "
+        f"{summary['hidden_size']}, {params['image']['patch_size']} px patches, {params['text_positions']} text "
+        f"positions, {summary['vocab_size']} tokens)"
+    )
+
+
+def _command(data: dict) -> str:
+    return f"- Command: `{data['command']}`" if data.get("command") else "- Command: not recorded"
+
+
+def _scenes_head(summary: dict, data: dict) -> list[str]:
+    params, heldout = summary["params"], summary.get("heldout") or {}
+    return [
+        "# Embedded backbone: a small ViLT pretrained on captioned scenes",
+        "",
+        f"{_shape(summary)} that stands in for `dandelin/vilt-b32-mlm` on the embedded "
+        "data. It is made by mmp's own `mmp pretrain` and loaded like any downloaded checkpoint "
+        "(`model.safetensors`, `config.json`, `vocab.txt`).",
+        "",
+        "## How it was made",
+        "",
+        _command(data),
+        f"- Corpus: {summary['pairs']:,d} generated captioned scenes (`corpus: {params['corpus']}`, seed "
+        f"{params['seed']}), plus {heldout.get('heldout_pairs', 0):,d} held-out scenes it never trained on.",
+    ]
+
+
+def _own_head(summary: dict, data: dict) -> list[str]:
+    corpus, init = summary.get("corpus") or {}, summary.get("init")
+    dataset = corpus.get("dataset", "?")
+    title = f"continued from `{init['backbone']}` on" if init else "pretrained on"
+    return [
+        f"# Backbone {title} `{dataset}`'s own image-text pairs",
+        "",
+        f"{_shape(summary)} pretrained by mmp's `mmp pretrain` on the complete image-text pairs of a prepared "
+        "dataset (its labels never read). It loads like any downloaded checkpoint (`model.safetensors`, "
+        "`config.json`, `vocab.txt`): set `train.backbone` to its directory.",
+        "",
+        "## How it was made",
+        "",
+        _command(data),
+        f"- Corpus: {corpus.get('train_pairs', summary['pairs']):,d} complete pairs of the "
+        f"`{corpus.get('train_split')}` split of the prepared dataset `{dataset}` (`corpus: prepared`, data checksum "
+        f"`{corpus.get('data_checksum')}`), plus {corpus.get('heldout_pairs', 0):,d} complete pairs of its "
+        f"`{corpus.get('heldout_split')}` split held out (never trained on).",
+    ]
+
+
+def _init_lines(init: dict | None) -> list[str]:
+    if not init:
+        return []
+    return [
+        f"- Initialised from `{init['backbone']}` (weights SHA-256 `{init['weights_sha256']}`): matching heads "
+        f"{init['heads']['matching']}, MLM head {init['heads']['mlm']}.",
+        f"- Vocabulary: {init['vocab_before']:,d} -> {init['vocab_after']:,d} tokens, the init backbone's in its "
+        f"order, then the words of {init['words_from']} it lacked: {init['rows_added']:,d} new embedding rows, "
+        f"{init['rows_from_pieces']:,d} from the mean of their WordPiece pieces' rows, {init['rows_from_mean']:,d} "
+        f"from the mean of the existing rows plus noise ({init['noise']}).",
+    ]
+
+
+def _scenes_heldout(heldout: dict) -> list[str]:
+    return [
+        f"On {heldout.get('heldout_pairs', 0):,d} scenes it never trained on: matching accuracy (half matched pairs, "
+        "a quarter hard negatives, a quarter another scene's text), accuracy against hard negatives alone, and "
+        "image-to-text retrieval recall@1 among 100 candidate texts."
+    ]
+
+
+def _own_heldout(summary: dict) -> list[str]:
+    heldout, corpus = summary.get("heldout") or {}, summary.get("corpus") or {}
+    if not heldout:
+        return [f"Not measured: the `{corpus.get('heldout_split')}` split has no complete pairs."]
+    candidates = next((int(k.rsplit("_", 1)[1]) for k in heldout if k.startswith("retrieval_r1_at_")), None)
+    retrieval = (
+        f" and image-to-text retrieval recall@1 among {candidates} candidate texts (chance {1 / candidates:.3f})"
+        if candidates
+        else ""
+    )
+    return [
+        f"On {heldout['heldout_pairs']:,d} pairs of the `{corpus.get('heldout_split')}` split it never trained on: "
+        f"matching accuracy (half matched pairs, half another pair's text; chance 0.5, noise bound "
+        f"{chance_bound(heldout['heldout_pairs']):.3f}){retrieval}."
+    ]

@@ -11,25 +11,36 @@ Three objectives on each batch of pairs, all through the one single-stream trans
     modality inputs are exactly what the prompt model sees when a modality is missing.
 
 Pairs come from the generated scene corpus (`mmp_core.data.scenes`, hard negatives and concept words known) or
-from a prepared dataset's complete training pairs (`corpus: prepared`; in-batch negatives and plain MLM only).
-The result is a `save_pretrained` directory with `vocab.txt` and `pretrain_summary.json` (held-out metrics)
-beside it: exactly what a downloaded checkpoint looks like, loaded by the same code.
+from a prepared dataset's complete training pairs (`corpus: prepared`; in-batch negatives and plain MLM only,
+its validation split's complete pairs held out). Pretraining starts from random weights (`pretrain.config`) or
+continues from a pretrained backbone (`pretrain.init`, `mmp_core.pretrain_init`), and resumes from its latest
+checkpoint after an interruption (`mmp_core.pretrain_checkpoints`). The result is a `save_pretrained` directory
+with `vocab.txt` and `pretrain_summary.json` (held-out metrics, warnings) beside it: exactly what a downloaded
+checkpoint looks like, loaded by the same code.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from transformers import ViltForMaskedLM, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
 from mmp_core.backbone import small_config
 from mmp_core.config import PretrainParams
 from mmp_core.fileio import atomic_write_json, replace_dir
+from mmp_core.pretrain_checkpoints import (
+    PretrainState,
+    claim_checkpoint_dir,
+    pretrain_fingerprint,
+    resume,
+    save_checkpoint,
+)
+from mmp_core.pretrain_checks import chance_warning
 from mmp_core.pretrain_data import (
     HARD_NEGATIVE,
     MATCHED,
@@ -38,113 +49,12 @@ from mmp_core.pretrain_data import (
     collate_pairs,
     prepared_pairs,
 )
+from mmp_core.pretrain_model import HEADS_NAME, PretrainingModel, load_pretraining_model, save_heads
 from mmp_core.progress import Progress
 
+__all__ = ["HEADS_NAME", "PretrainingModel", "load_pretraining_model", "matching_metrics", "pretrain", "save_heads"]
+
 logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------- model
-class PretrainingModel(nn.Module):
-    """ViLT with its MLM head, an image-text matching head and image-text contrast projections on the pooled
-    [CLS]. Only `self.mlm.vilt` is kept as the backbone."""
-
-    def __init__(self, config, itc_dim: int = 64):
-        super().__init__()
-        self.mlm = ViltForMaskedLM(config)
-        self.itm_head = nn.Linear(config.hidden_size, 2)
-        self.text_projection = nn.Linear(config.hidden_size, itc_dim)
-        self.image_projection = nn.Linear(config.hidden_size, itc_dim)
-        self.log_temperature = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
-
-    @property
-    def vilt(self):
-        return self.mlm.vilt
-
-    def pooled(self, input_ids, attention_mask, pixel_values, pixel_mask) -> torch.Tensor:
-        return self.vilt(
-            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, pixel_mask=pixel_mask
-        ).pooler_output
-
-    def itm_logits(self, batch: dict, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.itm_head(self.pooled(input_ids, attention_mask, batch["pixel_values"], batch["pixel_mask"]))
-
-    def contrast(self, batch: dict, empty_ids: torch.Tensor, empty_mask: torch.Tensor) -> torch.Tensor:
-        """Symmetric InfoNCE between text-alone and image-alone pooled [CLS] (the other modality fed as missing)."""
-        text_alone = self.pooled(
-            batch["input_ids"], batch["attention_mask"], torch.ones_like(batch["pixel_values"]), batch["pixel_mask"]
-        )
-        image_alone = self.pooled(empty_ids, empty_mask, batch["pixel_values"], batch["pixel_mask"])
-        text = nn.functional.normalize(self.text_projection(text_alone), dim=-1)
-        image = nn.functional.normalize(self.image_projection(image_alone), dim=-1)
-        logits = self.log_temperature.exp().clamp(max=100) * text @ image.T
-        targets = torch.arange(len(logits))
-        return (nn.functional.cross_entropy(logits, targets) + nn.functional.cross_entropy(logits.T, targets)) / 2
-
-    def forward(self, batch: dict, kinds: torch.Tensor, mlm_inputs: torch.Tensor, mlm_labels: torch.Tensor):
-        """(mlm_loss, itm_loss, itm_accuracy) for one batch.
-
-        Matching and masked language modelling run as two passes, as in ViLT: a matching pass on masked text
-        would let [MASK] tokens tell matched pairs (the only ones masked) from the others.
-
-        Args:
-            batch: collated pairs (B, T) text, (B, 3, H, W) images, negative_ids / negative_mask (B, T).
-            kinds: (B,) MATCHED, HARD_NEGATIVE or OTHER_TEXT (the text of the next pair in the batch).
-            mlm_inputs, mlm_labels: (B, T) masked ids and targets (-100 where not masked).
-        """
-        other = torch.roll(torch.arange(len(kinds)), 1)
-        hard, another = (kinds == HARD_NEGATIVE)[:, None], (kinds == OTHER_TEXT)[:, None]
-        ids = torch.where(
-            hard, batch["negative_ids"], torch.where(another, batch["input_ids"][other], batch["input_ids"])
-        )
-        mask = torch.where(
-            hard, batch["negative_mask"], torch.where(another, batch["attention_mask"][other], batch["attention_mask"])
-        )
-        itm_logits = self.itm_logits(batch, ids, mask)
-        itm_labels = (kinds == MATCHED).long()
-        itm_loss = nn.functional.cross_entropy(itm_logits, itm_labels)
-        hidden = self.vilt(
-            input_ids=mlm_inputs,
-            attention_mask=batch["attention_mask"],
-            pixel_values=batch["pixel_values"],
-            pixel_mask=batch["pixel_mask"],
-        ).last_hidden_state
-        mlm_logits = self.mlm.mlm_score(hidden[:, : mlm_inputs.shape[1]])  # (B, T, V)
-        mlm_loss = nn.functional.cross_entropy(mlm_logits.flatten(0, 1), mlm_labels.flatten(), ignore_index=-100)
-        return mlm_loss, itm_loss, (itm_logits.argmax(-1) == itm_labels).float().mean()
-
-
-HEADS_NAME = "pretraining_heads.safetensors"
-_HEADS = ("itm_head", "text_projection", "image_projection")
-
-
-def save_heads(model: PretrainingModel, directory: Path) -> None:
-    """The matching head and contrast projections beside the backbone (prompt training never loads them), so
-    that the held-out matching metrics of a shipped checkpoint can be measured again from its files."""
-    from safetensors.torch import save_file
-
-    tensors = {f"{name}.{key}": value for name in _HEADS for key, value in getattr(model, name).state_dict().items()}
-    tensors["log_temperature"] = model.log_temperature.detach()
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(directory / HEADS_NAME))
-
-
-def load_pretraining_model(directory: str | Path) -> PretrainingModel:
-    """A pretrained backbone directory (`mmp pretrain`'s output) with its heads, in eval mode."""
-    from safetensors.torch import load_file
-    from transformers import ViltConfig, ViltModel
-
-    directory = Path(directory)
-    if not (directory / HEADS_NAME).is_file():
-        raise FileNotFoundError(f"{directory / HEADS_NAME}: no pretraining heads (not written by this mmp pretrain)")
-    config = ViltConfig.from_pretrained(directory)
-    model = PretrainingModel(config)
-    model.mlm.vilt = ViltModel.from_pretrained(directory, use_safetensors=True)
-    heads = load_file(str(directory / HEADS_NAME))
-    for name in _HEADS:
-        getattr(model, name).load_state_dict(
-            {k.split(".", 1)[1]: v for k, v in heads.items() if k.startswith(name + ".")}
-        )
-    model.log_temperature.data.copy_(heads["log_temperature"])
-    return model.eval()
 
 
 def mask_tokens(
@@ -180,10 +90,12 @@ def matching_metrics(
     model: PretrainingModel, pairs: ScenePairs, batch_size: int = 64, candidates: int | None = 100
 ) -> dict:
     """Held-out image-text matching: accuracy on matched vs hard-negative vs other-text pairs (half matched, a
-    quarter each of the two negatives), accuracy on matched vs hard negative alone, and image->text retrieval
-    recall@1 among `candidates` texts (the true one and the next candidates-1 scenes' texts; None: skipped)."""
+    quarter each of the two negatives; pairs without hard negatives, a prepared dataset's: half matched, half
+    another pair's text), accuracy on matched vs hard negative alone, and image->text retrieval recall@1 among
+    `candidates` texts (the true one and the next candidates-1 pairs' texts; None: skipped)."""
     model.eval()
     loader = torch.utils.data.DataLoader(pairs, batch_size=batch_size, shuffle=False, collate_fn=collate_pairs)
+    with_hard = getattr(pairs, "has_hard_negatives", True)
     matched, hard, other = [], [], []
     with torch.random.fork_rng():
         torch.manual_seed(0)  # ViLT draws its patch order from the global RNG
@@ -194,18 +106,22 @@ def matching_metrics(
                 (hard, batch["negative_ids"], batch["negative_mask"]),
                 (other, batch["input_ids"][roll], batch["attention_mask"][roll]),
             ):
-                scores.append(torch.log_softmax(model.itm_logits(batch, ids, mask), -1)[:, 1])
-        matched, hard, other = torch.cat(matched), torch.cat(hard), torch.cat(other)
+                if scores is not hard or with_hard:
+                    scores.append(torch.log_softmax(model.itm_logits(batch, ids, mask), -1)[:, 1])
+        matched, other = torch.cat(matched), torch.cat(other)
         half = len(matched) // 2  # the mix of training: first half matched, then hard and other negatives
-        quarter = (len(matched) - half) // 2
-        decisions = torch.cat([matched[:half] > np.log(0.5), hard[half : half + quarter] <= np.log(0.5)])
-        decisions = torch.cat([decisions, other[half + quarter :] <= np.log(0.5)])
-        hard_decisions = torch.cat([matched[:half] > np.log(0.5), hard[half:] <= np.log(0.5)])
-        metrics = {
-            "itm_accuracy": round(decisions.float().mean().item(), 4),
-            "itm_accuracy_hard_negatives": round(hard_decisions.float().mean().item(), 4),
-            "heldout_pairs": len(pairs),
-        }
+        if with_hard:
+            hard = torch.cat(hard)
+            quarter = (len(matched) - half) // 2
+            decisions = torch.cat([matched[:half] > np.log(0.5), hard[half : half + quarter] <= np.log(0.5)])
+            decisions = torch.cat([decisions, other[half + quarter :] <= np.log(0.5)])
+            hard_decisions = torch.cat([matched[:half] > np.log(0.5), hard[half:] <= np.log(0.5)])
+        else:
+            decisions = torch.cat([matched[:half] > np.log(0.5), other[half:] <= np.log(0.5)])
+        metrics = {"itm_accuracy": round(decisions.float().mean().item(), 4)}
+        if with_hard:
+            metrics["itm_accuracy_hard_negatives"] = round(hard_decisions.float().mean().item(), 4)
+        metrics["heldout_pairs"] = len(pairs)
         if candidates:
             candidates = min(candidates, len(pairs))
             metrics[f"retrieval_r1_at_{candidates}"] = _retrieval_recall_at_1(model, pairs, candidates, batch_size)
@@ -237,51 +153,137 @@ def autocast(precision: str):
     return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def pretrain(params: PretrainParams, tokenizer, out_dir: str | Path, *, prepared_dir: str | Path | None = None) -> dict:
-    """Pretrain on the scene corpus (or `prepared_dir`'s pairs when `params.corpus == 'prepared'`) and write
-    the backbone to `out_dir` atomically: weights, config, vocab.txt and pretrain_summary.json."""
-    torch.manual_seed(params.seed)
+def _corpus(params: PretrainParams, tokenizer, prepared_dir) -> tuple[torch.utils.data.Dataset, object, dict]:
+    """(training pairs, held-out pairs or None, a description of both for the summary and the fingerprint)."""
     if params.corpus == "scenes":
         dataset = ScenePairs(params, tokenizer, part=0, size=params.pairs)
         heldout = ScenePairs(params, tokenizer, part=1, size=params.heldout)
-    else:
-        if prepared_dir is None:
-            raise ValueError("pretrain.corpus 'prepared' needs a prepared dataset (--prepared)")
-        dataset, heldout = prepared_pairs(prepared_dir, params, tokenizer), None
-    config = small_config(
-        params.config,
-        vocab_size=len(tokenizer),
-        image_size=params.image.shorter_side,
-        patch_size=params.image.patch_size,
-        max_position_embeddings=params.text_positions,
-    )
-    model = PretrainingModel(config)
+        return dataset, heldout, {"kind": "scenes", "train_pairs": len(dataset), "heldout_pairs": len(heldout)}
+    if prepared_dir is None:
+        raise ValueError("pretrain.corpus 'prepared' needs a prepared dataset (--prepared)")
+    from mmp_core.data import load_prepared
+    from mmp_core.loading import data_checksum
+
+    prepared = load_prepared(prepared_dir)
+    spec = prepared.spec
+    dataset = prepared_pairs(prepared_dir, params, tokenizer, spec.train_split)
+    heldout = prepared_pairs(prepared_dir, params, tokenizer, spec.val_split)  # never trained on
+    corpus = {
+        "kind": "prepared",
+        "dataset": spec.name,
+        "data_checksum": data_checksum(prepared),
+        "train_split": spec.train_split,
+        "train_pairs": len(dataset),
+        "heldout_split": spec.val_split,
+        "heldout_pairs": len(heldout),
+    }
+    return dataset, (heldout if len(heldout) else None), corpus
+
+
+def _epoch_order(generator: torch.Generator, size: int) -> torch.Tensor:
+    """The epoch's pair order, with the draws `DataLoader(shuffle=True, generator=generator)` makes (a worker
+    seed, then the permutation; another permutation after the last batch, `_end_epoch`), so that runs made before
+    resumable checkpoints are reproduced."""
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+    return torch.randperm(size, generator=generator)
+
+
+def _end_epoch(generator: torch.Generator, size: int) -> None:
+    torch.randperm(size, generator=generator)
+
+
+_SUMS = ("mlm_loss", "itm_loss", "itc_loss", "train_itm_accuracy")  # per-epoch means in the history
+
+
+class _Batches(torch.utils.data.Sampler):
+    """The batches still to run in this epoch (set before each pass): the DataLoader's batch_sampler."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def pretrain(
+    params: PretrainParams,
+    tokenizer,
+    out_dir: str | Path,
+    *,
+    prepared_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> dict:
+    """Pretrain on the scene corpus (or `prepared_dir`'s pairs when `params.corpus == 'prepared'`) and write
+    the backbone to `out_dir` atomically: weights, config, vocab.txt and pretrain_summary.json.
+
+    With `params.init` the model continues from that backbone and `tokenizer` is ignored (the init backbone's
+    vocabulary extended with the corpus's words is used). With `checkpoint_dir`, the run resumes from its latest
+    checkpoint there (if the same inputs made it), saves one every `params.checkpoint_every` steps and at each
+    epoch's end, and removes the folder once the backbone is written."""
+    torch.manual_seed(params.seed)
+    init = None
+    if params.init:
+        from mmp_core.pretrain_init import init_model
+
+        model, tokenizer, init = init_model(params, prepared_dir)
+        config = model.mlm.config
+    dataset, heldout, corpus = _corpus(params, tokenizer, prepared_dir)
+    if not params.init:
+        config = small_config(
+            params.config,
+            vocab_size=len(tokenizer),
+            image_size=params.image.shorter_side,
+            patch_size=params.image.patch_size,
+            max_position_embeddings=params.text_positions,
+        )
+        model = PretrainingModel(config)
     generator = torch.Generator().manual_seed(params.seed)
+    batches = _Batches()
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_size=params.batch_size,
-        shuffle=True,
-        drop_last=True,
+        batch_sampler=batches,
         collate_fn=collate_pairs,
-        generator=generator,
+        generator=torch.Generator().manual_seed(params.seed),  # worker seeds only
         num_workers=params.num_workers,
         persistent_workers=params.num_workers > 0,
     )
-    if len(loader) == 0:
+    steps_per_epoch = len(dataset) // params.batch_size
+    if steps_per_epoch == 0:
         raise ValueError(f"pretraining needs at least {params.batch_size} pairs, got {len(dataset)}")
-    total_steps = params.epochs * len(loader)
+    total_steps = params.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(params.warmup_ratio * total_steps), total_steps)
     hard_share = params.hard_negatives if params.corpus == "scenes" else 0.0
     empty_ids, empty_mask = empty_text(tokenizer, params.batch_size, 2)  # [CLS] [SEP]
-    started = time.perf_counter()
-    history = []
+    vocab = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])]
+    fingerprint = pretrain_fingerprint(params, corpus, vocab, init)
+    state = None
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        claim_checkpoint_dir(checkpoint_dir, fingerprint)
+        state = resume(checkpoint_dir, fingerprint, model, optimizer, scheduler, generator)
+    resumed_from = state.global_step if state else None
+    state = state or PretrainState()
+
+    def checkpoint() -> None:
+        if checkpoint_dir is not None:
+            state.seconds = round(time.perf_counter() - started, 1)
+            save_checkpoint(checkpoint_dir, state, fingerprint, model, optimizer, scheduler, generator)
+
+    started = time.perf_counter() - state.seconds
     model.train()
-    with Progress(total_steps, "pretrain") as progress:  # a bar on a terminal, log lines elsewhere
-        for epoch in range(params.epochs):
+    with Progress(total_steps, "pretrain", initial=state.global_step) as progress:  # bar or log lines
+        for epoch in range(state.epoch, params.epochs):
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
-            sums = dict.fromkeys(("mlm_loss", "itm_loss", "itc_loss", "itm_accuracy"), 0.0)
+            if state.order is None:
+                state.order, state.step_in_epoch = _epoch_order(generator, len(dataset)), 0
+                state.sums = dict.fromkeys(_SUMS, 0.0)
+            order, size = state.order.tolist(), params.batch_size
+            batches.batches = [order[i * size : (i + 1) * size] for i in range(state.step_in_epoch, steps_per_epoch)]
             for batch in loader:
                 draw = torch.rand(params.batch_size, generator=generator)
                 kinds = torch.where(
@@ -302,38 +304,65 @@ def pretrain(params: PretrainParams, tokenizer, out_dir: str | Path, *, prepared
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
-                for key, value in zip(sums, (mlm_loss, itm_loss, itc_loss, accuracy), strict=True):
-                    sums[key] += value.item()
+                state.step_in_epoch += 1
+                state.global_step += 1
+                for key, value in zip(_SUMS, (mlm_loss, itm_loss, itc_loss, accuracy), strict=True):
+                    state.sums[key] += value.item()
                 progress.update(1, mlm=mlm_loss.item(), itm=itm_loss.item(), itc=itc_loss.item())
-            record = {"epoch": epoch + 1, **{k: round(v / len(loader), 4) for k, v in sums.items()}}
+                if state.global_step % params.checkpoint_every == 0 and state.step_in_epoch < steps_per_epoch:
+                    checkpoint()
+            _end_epoch(generator, len(dataset))
+            record = {"epoch": epoch + 1, **{k: round(state.sums[k] / steps_per_epoch, 4) for k in _SUMS}}
             if heldout is not None:
                 last = epoch == params.epochs - 1  # retrieval (100 candidates per query) only at the end
                 with autocast(params.precision):
                     record.update(matching_metrics(model, heldout, candidates=100 if last else None))
             record["seconds"] = round(time.perf_counter() - started, 1)
-            history.append(record)
+            state.history.append(record)
+            state.epoch, state.step_in_epoch, state.order, state.sums = epoch + 1, 0, None, {}
             logger.info("pretrain epoch %d: %s", epoch + 1, record)
+            checkpoint()
 
     out_dir = Path(out_dir)
     staged = out_dir.with_name(f".{out_dir.name}.staged")
+    shutil.rmtree(staged, ignore_errors=True)
     model.vilt.save_pretrained(staged)  # safetensors
     save_heads(model, staged)
     # vocab.txt beside the weights, as in a real checkpoint (one token per line, in id order).
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    (staged / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab), encoding="utf-8")
+    (staged / "vocab.txt").write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
     summary = {
         "params": params.model_dump(mode="json"),
         "parameters": sum(p.numel() for p in model.vilt.parameters()),
         "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_hidden_layers,
-        "vocab_size": config.vocab_size,
+        "vocab_size": model.vilt.config.vocab_size,
+        "corpus": corpus,
+        "init": init,
         "pairs": len(dataset),
         "steps": total_steps,
         "seconds": round(time.perf_counter() - started, 1),
         "threads": torch.get_num_threads(),
-        "heldout": history[-1] if heldout is not None else None,
-        "history": history,
+        "resumed_from_step": resumed_from,
+        "heldout": state.history[-1] if heldout is not None else None,
+        "history": state.history,
     }
+    summary["warnings"] = _warnings(summary)
+    for warning in summary["warnings"]:
+        logger.warning("pretrain: %s", warning)
     atomic_write_json(staged / "pretrain_summary.json", summary)
     replace_dir(staged, out_dir)
+    if checkpoint_dir is not None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the backbone is the product; scratch goes
     return summary
+
+
+def _warnings(summary: dict) -> list[str]:
+    if summary["heldout"] is None:
+        split = summary["corpus"].get("heldout_split", "validation")
+        return [f"no held-out pairs (the {split} split has no complete pairs): matching was not measured"]
+    warning = chance_warning(summary["heldout"])
+    if warning is None:
+        return []
+    if summary["init"] is None:
+        return [f"{warning}; more pairs, more epochs, or continue from a pretrained backbone (--init DIR)"]
+    return [f"{warning}; more epochs, or more pairs"]

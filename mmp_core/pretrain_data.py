@@ -33,6 +33,8 @@ class ScenePairs(torch.utils.data.Dataset):
     name what is drawn.
     """
 
+    has_hard_negatives = True
+
     def __init__(self, params: PretrainParams, tokenizer, part: int, size: int, workers: int = 2):
         from mmp_core.data import ImageConfig
         from mmp_core.data.scenes import CONCEPT_WORDS, ScenesConfig, make_scene
@@ -99,8 +101,11 @@ def collate_pairs(samples: list[dict]) -> dict[str, torch.Tensor]:
     return batch
 
 
-def prepared_pairs(prepared_dir: str | Path, params: PretrainParams, tokenizer) -> torch.utils.data.Dataset:
-    """A prepared dataset's complete training pairs as pretraining items (no hard negatives, no concept words).
+def prepared_pairs(
+    prepared_dir: str | Path, params: PretrainParams, tokenizer, split: str | None = None
+) -> torch.utils.data.Dataset:
+    """A prepared dataset's complete pairs of `split` (default: its training split) as pretraining items (no hard
+    negatives, no concept words).
 
     Naturally incomplete samples are left out; labels are never read."""
     from mmp_core.data import ImageConfig, MultimodalDataset, load_prepared
@@ -108,7 +113,7 @@ def prepared_pairs(prepared_dir: str | Path, params: PretrainParams, tokenizer) 
     prepared = load_prepared(prepared_dir)
     dataset = MultimodalDataset(
         prepared,
-        prepared.spec.train_split,
+        split or prepared.spec.train_split,
         tokenizer,
         image_config=ImageConfig.from_params(params.image),
         max_text_len=params.text_positions,
@@ -116,6 +121,8 @@ def prepared_pairs(prepared_dir: str | Path, params: PretrainParams, tokenizer) 
     complete = np.flatnonzero(dataset.missing_types == 0).tolist()
 
     class _Pairs(torch.utils.data.Dataset):
+        has_hard_negatives = False
+
         def __len__(self) -> int:
             return len(complete)
 
