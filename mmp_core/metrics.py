@@ -10,8 +10,11 @@ from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from mmp_core.tasks import PRIMARY_METRIC
 
-# A model whose most common answer covers this share of the samples is flagged as degenerate.
-DEGENERATE_SHARE = 0.98
+# A model gives near-constant answers (`degenerate`) when its most common answer covers more samples than the
+# labels' most common answer does, and either covers at least DEGENERATE_SHARE of them, or covers most of them
+# (at least half) and DEGENERATE_EXCESS more than the labels' most common answer.
+DEGENERATE_SHARE = 0.95
+DEGENERATE_EXCESS = 0.3
 
 
 def compute_metrics(task: str, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -70,31 +73,53 @@ def predictions(task: str, scores: np.ndarray) -> np.ndarray:
     return (scores > 0.5).astype(np.int8) if task == "multilabel" else scores.argmax(axis=1)[:, None]
 
 
-def sanity_check(task: str, scores: np.ndarray, labels: np.ndarray, prior: float) -> dict:
-    """Does the model learn at all? Flags a model that gives (almost) every sample the same answer, and one
-    whose primary metric does not beat the label-prior baseline.
-
-    Returns {degenerate, most_common_answer_share, distinct_answers, beats_prior, prior_baseline, score,
-    warnings: [one line each]}.
-    """
-    answers = predictions(task, scores)
+def answer_share(answers: np.ndarray) -> tuple[float, int]:
+    """(share of the samples given the most common answer, distinct answers) of (N, K) answers, one row each."""
     _, counts = np.unique(answers, axis=0, return_counts=True)
-    share = float(counts.max() / len(answers))
+    return float(counts.max() / len(answers)), len(counts)
+
+
+def is_degenerate(share: float, label_share: float) -> bool:
+    """Near-constant answers: the most common answer covers more of the samples than the labels' most common
+    answer, and at least DEGENERATE_SHARE of them, or at least half and DEGENERATE_EXCESS more than the labels'."""
+    excess = share - label_share
+    return excess > 0 and (share >= DEGENERATE_SHARE or (share >= 0.5 and excess >= DEGENERATE_EXCESS))
+
+
+def sanity_check(task: str, scores: np.ndarray, labels: np.ndarray, prior: float) -> dict:
+    """Does the model learn at all? Flags a model whose answers are near-constant (`is_degenerate`: (almost)
+    every sample gets the same answer, far more often than the labels repeat their most common answer), and one
+    whose primary metric does not beat the label-prior baseline. A near-constant model's warning says whether
+    its score still beats the prior (both can hold: the answer it repeats may be a good one).
+
+    Returns {degenerate, most_common_answer_share, label_most_common_share, distinct_answers, beats_prior,
+    prior_baseline, score, warnings: [one line each]}.
+    """
+    share, distinct = answer_share(predictions(task, scores))
+    truth = np.asarray(labels).astype(np.int8) if task == "multilabel" else np.asarray(labels).astype(int)[:, None]
+    label_share, _ = answer_share(truth)
     metric = PRIMARY_METRIC[task]
     score = compute_metrics(task, scores, labels)[metric]
+    beats = bool(score > prior)
+    degenerate = is_degenerate(share, label_share)
+    versus = (
+        f"{metric} {score:.4f} still beats the label prior {prior:.4f} (by {score - prior:.4f})"
+        if beats
+        else f"{metric} {score:.4f} does not beat the label-prior baseline {prior:.4f}"
+    )
     warnings = []
-    degenerate = share >= DEGENERATE_SHARE
     if degenerate:
         warnings.append(
-            f"degenerate model: {share:.0%} of the samples get the same answer ({len(counts)} distinct answers)"
+            f"near-constant answers: {share:.0%} of the samples get the same answer ({distinct} distinct answers; "
+            f"the labels' most common answer covers {label_share:.0%}); {versus}"
         )
-    beats = bool(score > prior)
-    if not beats:
-        warnings.append(f"{metric} {score:.4f} does not beat the label-prior baseline {prior:.4f}")
+    elif not beats:
+        warnings.append(versus)
     return {
         "degenerate": degenerate,
         "most_common_answer_share": round(share, 4),
-        "distinct_answers": len(counts),
+        "label_most_common_share": round(label_share, 4),
+        "distinct_answers": distinct,
         "beats_prior": beats,
         "prior_baseline": round(prior, 4),
         "score": round(score, 4),

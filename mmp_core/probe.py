@@ -4,9 +4,15 @@ The backbone runs unchanged (its own pooler, no prompts) on the train and test s
 text missing, or with every image missing (the inputs the prompt model gets for a missing modality). A
 standardised logistic regression per input is fitted on the train features and scored on the test features with
 the dataset's metric. A backbone that aligns the modalities scores well complete and clearly lower on either one.
+
+A label that never occurs in the train split is never predicted (scikit-learn fits a constant for it, warning once
+per label and input: silenced here), and one absent from the test split scores 0 in F1-macro: `linear_probe`
+names both sets once (`absent_labels`).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -18,6 +24,8 @@ from sklearn.preprocessing import StandardScaler
 from mmp_core.missing import COMPLETE, IMAGE_MISSING, TEXT_MISSING
 
 PROBE_INPUTS = {"complete": COMPLETE, "text missing": TEXT_MISSING, "image missing": IMAGE_MISSING}
+# What OneVsRestClassifier warns for each label no training example has.
+ABSENT_LABEL_WARNING = r"Label not .* is present in all training examples"
 
 
 @torch.no_grad()
@@ -51,7 +59,19 @@ def fit_probe(task: str, train_x: np.ndarray, train_y: np.ndarray, seed: int = 0
     """A standardised logistic regression: one-vs-rest for multi-label, multinomial otherwise."""
     regression = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
     classifier = OneVsRestClassifier(regression) if task == "multilabel" else regression
-    return make_pipeline(StandardScaler(), classifier).fit(train_x, train_y)
+    with warnings.catch_warnings():  # an absent label is named once by linear_probe, not once per fit
+        warnings.filterwarnings("ignore", message=ABSENT_LABEL_WARNING, category=UserWarning)
+        return make_pipeline(StandardScaler(), classifier).fit(train_x, train_y)
+
+
+def absent_labels(task: str, labels: np.ndarray, label_names) -> list[str]:
+    """The names of the labels that never occur in `labels` ((N, C) multi-hot, or (N,) class ids)."""
+    labels = np.asarray(labels)
+    if task == "multilabel":
+        present = labels.sum(axis=0) > 0
+    else:
+        present = np.bincount(labels.astype(int), minlength=len(label_names)) > 0
+    return [name for name, seen in zip(label_names, present, strict=False) if not seen]
 
 
 def probe_scores(model, task: str, num_labels: int, test_x: np.ndarray) -> np.ndarray:
@@ -66,7 +86,8 @@ def probe_scores(model, task: str, num_labels: int, test_x: np.ndarray) -> np.nd
 
 
 def linear_probe(backbone, prepared, tokenizer, image_config, max_text_len: int, batch_size: int = 64) -> dict:
-    """{input: {metric: value}} for the complete, text-missing and image-missing inputs, plus the split sizes."""
+    """{input: {metric: value}} for the complete, text-missing and image-missing inputs, plus the split sizes and
+    `absent_labels`: {"train": names, "test": names} of the labels that never occur in each split."""
     from mmp_core.data import MultimodalDataset
     from mmp_core.metrics import compute_metrics
 
@@ -84,6 +105,13 @@ def linear_probe(backbone, prepared, tokenizer, image_config, max_text_len: int,
                 missing=np.full(prepared.rows(split), code, dtype=np.int8),
             )
             features[split], labels[split] = pooled_features(backbone, dataset, batch_size), dataset.labels
+        results.setdefault(
+            "absent_labels",
+            {
+                role: absent_labels(spec.task, labels[split], spec.label_names)
+                for role, split in (("train", spec.train_split), ("test", spec.test_split))
+            },
+        )
         model = fit_probe(spec.task, features[spec.train_split], labels[spec.train_split])
         scores = probe_scores(model, spec.task, spec.num_labels, features[spec.test_split])
         results[name] = compute_metrics(spec.task, scores, labels[spec.test_split])

@@ -133,8 +133,16 @@ def aggregate_method(results_dir: str | Path, models_dir: str | Path, seeds: Seq
     return document
 
 
-def format_cell(mean: float | None, sd: float | None, digits: int = 3) -> str:
-    """`0.712 ± 0.008` (just the mean where there is no sd)."""
+def has_spread(seeds: Sequence) -> bool:
+    """Whether a mean over `seeds` has a standard deviation to show: two seeds or more. The sd `aggregate` writes
+    for one seed (0) is no spread: shown nowhere, and no lead is judged by it."""
+    return len(seeds) > 1
+
+
+def format_cell(mean: float | None, sd: float | None, digits: int = 3, seeds: Sequence | None = None) -> str:
+    """`0.712 ± 0.008` (just the mean where there is no sd, or `seeds` names fewer than two: `has_spread`)."""
+    if seeds is not None and not has_spread(seeds):
+        sd = None
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "-"
     return f"{mean:.{digits}f}" if sd is None else f"{mean:.{digits}f} ± {sd:.{digits}f}"
