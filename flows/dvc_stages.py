@@ -82,13 +82,19 @@ def dvc_stage(repo: str, stage: str, up_to_date: bool, upstream_ran: bool):
     outputs DVC restored from its run-cache (a setting run before) in a `Restored` state."""
     if up_to_date and not upstream_ran:
         return Completed(name="Skipped", message=f"{stage}: up to date (dvc status)", data=False)
+    started = time.perf_counter()
     lines = run_dvc(repo, "repro", "--single-item", stage)
+    seconds = time.perf_counter() - started
+    logger = get_run_logger()
     if any("Running stage" in line for line in lines):
+        logger.info("%s: ran in %.1f s", stage, seconds)  # the stage's time, after its result
         return True
     if any(_RESTORED in line for line in lines):  # new outputs all the same: what depends on them reruns
+        logger.info("%s: restored from DVC's run-cache in %.1f s", stage, seconds)
         return Completed(name="Restored", message=f"{stage}: restored from DVC's run-cache", data=True)
     if any(_UNCHANGED in line for line in lines):
         return Completed(name="Skipped", message=f"{stage}: DVC found nothing to run", data=False)
+    logger.info("%s: done in %.1f s", stage, seconds)
     return True
 
 

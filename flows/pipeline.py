@@ -21,6 +21,7 @@ from flows.tasks import (
     dvc_push,
     dvc_repro,
     open_artifact_store,
+    preflight,
     promote,
     publish,
     publish_prefect_artifacts,
@@ -60,6 +61,7 @@ def run_name() -> str:
 
 @flow(name="mmp-pipeline", log_prints=True, flow_run_name=run_name)
 def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 - a frozen pydantic default
+    preflight(params)  # params.yaml, the store (reached and written), the backbone, DVC: before any stage runs
     logger = get_run_logger()
     store = open_artifact_store(params)
     if params.pull:
@@ -241,10 +243,11 @@ def run_from_command_line(flow_function, argv: list[str] | None, description: st
     try:
         params, debug, always_run = parse_params(argv, description, **defaults)
     except ValidationError as error:
-        print(f"invalid parameters: {error}", file=sys.stderr)
+        print(f"invalid parameters: {validation_line(error)}", file=sys.stderr)
         return 2
     try:
         started = time.perf_counter()
+        preflight(params)  # before Prefect starts: a wrong store or params.yaml fails here, not after the stages
         # Nothing to run: say so without starting Prefect (deployments and --always-run always run the flow).
         if flow_function is pipeline and not always_run and (latest := unchanged_run(params)):
             seconds = round(time.perf_counter() - started, 1)
@@ -260,6 +263,14 @@ def run_from_command_line(flow_function, argv: list[str] | None, description: st
         return 1
     print_summary(summary)
     return 0
+
+
+def validation_line(error) -> str:
+    """A pydantic ValidationError on one line: `store: unsupported store location ...; seeds: ...`."""
+    return "; ".join(
+        (f"{'.'.join(map(str, item['loc']))}: " if item["loc"] else "") + item["msg"].removeprefix("Value error, ")
+        for item in error.errors()
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,13 +12,14 @@ import sys
 from prefect import flow, get_run_logger
 
 from flows.pipeline import pipeline, run_from_command_line
-from flows.tasks import dvc_pull, dvc_repro, open_artifact_store, versions_of
+from flows.tasks import dvc_pull, dvc_repro, open_artifact_store, preflight, versions_of
 from mmp_core.config import PipelineParams
 from mmp_core.publish import latest_run_metadata, unchanged_since
 
 
 @flow(name="mmp-retrain", log_prints=True)
 def retrain(params: PipelineParams = PipelineParams(pull=True)) -> dict:  # noqa: B008
+    preflight(params)  # before the pull and any stage: params.yaml, the store (reached and written), the backbone
     logger = get_run_logger()
     store = open_artifact_store(params)
     if params.pull:

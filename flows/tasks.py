@@ -23,6 +23,7 @@ from mmp_core.fileio import atomic_write_text
 from mmp_core.promotion import PromotionDecision
 from mmp_core.publish import RunBundle, Versions, assemble_run, project_versions
 from mmp_core.publish import promote as promote_run
+from mmp_core.s3 import parse_store_location
 from mmp_core.storage import open_store
 
 
@@ -39,10 +40,36 @@ class DvcCommandFailed(RuntimeError):
     """A DVC command (a stage's own command included) exited non-zero; the message ends with its last lines."""
 
 
+# DVC's hints for a person at a terminal, not for a flow's log: `git add dvc.lock ...`, auto staging, `dvc push`.
+# Its warnings, errors and what each stage ran are kept.
+_DVC_HINTS = re.compile(
+    r"^(To track the changes with git, run:|\s+git add .*|To enable auto staging, run:|"
+    r"\s+dvc config core\.autostage true|Use `dvc push` to send your updates to remote storage\.)$"
+)
+
+
+def is_dvc_hint(line: str) -> bool:
+    """A line of DVC's git / auto-staging / push hints (dropped from the flow's log)."""
+    return bool(_DVC_HINTS.match(line.rstrip()))
+
+
+def _logger():
+    """The flow run's logger; a module logger outside a flow or task run."""
+    import logging
+
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
 def run_dvc(repo: str, *args: str, env: dict | None = None) -> list[str]:
     """Run one DVC command in the project (the CLI: DVC's Python API resolves paths against the process cwd);
-    its output lines go to the Prefect log as they come, and the last 40 are returned. `env`: extra variables."""
-    logger = get_run_logger()
+    its output lines go to the Prefect log as they come (DVC's git and push hints dropped), and the last 40 are
+    returned. `env`: extra variables."""
+    logger = _logger()
     logger.info("dvc %s", " ".join(args))
     tail: deque[str] = deque(maxlen=40)
     with subprocess.Popen(
@@ -55,7 +82,7 @@ def run_dvc(repo: str, *args: str, env: dict | None = None) -> list[str]:
     ) as process:
         for line in process.stdout:
             line = line.rstrip()
-            if line:
+            if line and not is_dvc_hint(line):
                 tail.append(line)
                 logger.info(line)
     if process.returncode:
@@ -156,10 +183,38 @@ def dashboard(store: ArtifactStore) -> str:
 
 
 def open_artifact_store(params) -> ArtifactStore:
-    location = params.store  # validated: a directory, file:// or s3://
-    if "://" not in location and not Path(location).is_absolute():
-        location = str(Path(params.repo) / location)
+    """The store of `params.store` (a relative directory is under the project)."""
+    location = parse_store_location(params.store).resolved(params.repo)  # the one grammar (--store, MMP_STORE)
     return open_store(location, endpoint_url=params.s3_endpoint_url)
+
+
+_PREFLIGHT_PASSED: set[tuple] = set()
+
+
+def _preflight_key(params) -> tuple:
+    params_file = Path(params.repo) / "params.yaml"
+    try:
+        stat = params_file.stat()
+        edited = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        edited = None
+    return str(Path(params.repo).resolve()), params.store, params.s3_endpoint_url, edited
+
+
+def preflight(params) -> None:
+    """`mmp_core.preflight.run_preflight` for the flow's parameters before any stage: params.yaml, the store (an
+    S3 store reached and written), the backbone, the DVC project. Raises PreflightFailed naming the first
+    failure. Checked once per process for the same project, store and params.yaml (the command line checks
+    before Prefect starts; the flow, started by a deployment, checks itself)."""
+    from mmp_core.preflight import run_preflight
+
+    key = _preflight_key(params)
+    if key in _PREFLIGHT_PASSED:
+        _logger().info("preflight: passed (checked before the flow started)")
+        return
+    rows = run_preflight(params.repo, params.store, params.s3_endpoint_url)
+    _PREFLIGHT_PASSED.add(key)
+    _logger().info("preflight: " + ", ".join(f"{row.name} {row.status}" for row in rows))
 
 
 def publish_prefect_artifacts(bundle: RunBundle, store: ArtifactStore, dashboard_url: str) -> None:

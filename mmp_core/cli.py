@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "mmp_core.data.commands",
     "mmp_core.commands",
     "mmp_core.predict_commands",
+    "mmp_core.doctor_command",
 )
 
 

@@ -66,13 +66,13 @@ class S3Uri:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
 
-def make_client(endpoint_url: str | None = None):
+def make_client(endpoint_url: str | None = None, max_attempts: int = 3):
     """A boto3 S3 client; `endpoint_url` (or MMP_S3_ENDPOINT_URL) points it at an S3-compatible server."""
     import boto3
     from botocore.config import Config
 
     endpoint_url = endpoint_url or os.environ.get("MMP_S3_ENDPOINT_URL") or None
-    config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+    config = Config(retries={"max_attempts": max_attempts, "mode": "standard"}, connect_timeout=5, read_timeout=60)
     return boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
 
@@ -161,17 +161,62 @@ def validate_run_id(run_id: str) -> str:
     return run_id
 
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/")
+STORE_FORMS = "a directory, file:///absolute/dir or s3://bucket[/prefix]"
+# Anything that starts like a URL scheme (`s3:`, `http:`, `file:`): never taken for a relative directory.
+_SCHEME_LIKE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """A parsed artifact store location: a local directory (`file://` decoded) or an S3 bucket and prefix."""
+
+    kind: str  # "directory" or "s3"
+    path: str  # the directory as given (maybe relative), or the s3:// URI
+
+    def resolved(self, base: str | os.PathLike = ".") -> str:
+        """The directory made absolute (a relative one under `base`, `~` expanded), or the s3:// URI."""
+        if self.kind == "s3":
+            return self.path
+        path = Path(self.path).expanduser()
+        return str(path if path.is_absolute() else Path(base) / path)
+
+
+def _refused(location: str, hint: str = "") -> ValueError:
+    return ValueError(f"unsupported store location {location!r}: use {STORE_FORMS}{hint}")
+
+
+def parse_store_location(location: str) -> StoreLocation:
+    """The one grammar of store locations (--store, MMP_STORE, deployments): a directory path, `file://` with an
+    absolute path (a directory) or `s3://bucket[/prefix]`. Anything else that starts like a URL scheme (`s3:/`,
+    `s3:`, `http:`, `gs://`, `S3://`) is refused, never taken for a relative directory named `s3:`."""
+    if not isinstance(location, str) or not location.strip():
+        raise ValueError(f"empty store location: use {STORE_FORMS}")
+    match = _SCHEME_LIKE.match(location)
+    if match is None:
+        return StoreLocation("directory", location)
+    scheme, rest = match.group(1), location[match.end() :]
+    if location.startswith("s3://"):
+        try:
+            return StoreLocation("s3", str(S3Uri.parse(location)))
+        except ValueError as error:
+            raise _refused(location, f" ({error})") from None
+    if location.startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(location)
+        if parts.netloc in ("", "localhost") and parts.path.startswith("/") and not (parts.query or parts.fragment):
+            return StoreLocation("directory", unquote(parts.path))
+        raise _refused(location, " (a file:// URL names an absolute directory: file:///data/store)")
+    if scheme.lower() == "s3":
+        hint = f" (did you mean 's3://{rest.lstrip('/')}'?)"
+    elif scheme.lower() == "file" and rest.startswith("/"):
+        hint = f" (did you mean 'file://{rest}' or '{rest}'?)"
+    else:
+        hint = " (stores are local directories or S3)"
+    raise _refused(location, hint)
 
 
 def validate_store_location(location: str) -> str:
-    """`location` if it is a directory, `file://` path or `s3://bucket/prefix`; any other URL scheme (`http://`,
-    `gs://`, `S3://`) is refused here, before it could be taken for a relative directory named `http:`."""
-    match = _SCHEME.match(location)
-    if match and match.group(1) not in ("s3", "file"):
-        scheme = match.group(1)
-        hint = " (schemes are lower-case: s3://)" if scheme.lower() == "s3" else ""
-        raise ValueError(f"unsupported store location {location!r}: use a directory or s3://bucket/prefix{hint}")
-    if location.startswith("s3://"):
-        S3Uri.parse(location)
+    """`location` unchanged if `parse_store_location` accepts it, else ValueError naming the accepted forms."""
+    parse_store_location(location)
     return location
