@@ -27,6 +27,9 @@ class MissingAwarePromptConfig:
             and L/2 values, so it must be even there.
         prompt_layers: indices of the encoder layers that get prompts, ascending.
         prompt_init: `reference` (zeros with one row of ones per missing type, docs/method.md §3) or `normal` (N(0, 0.02)).
+        missing_aware: True: one prompt set per missing type, chosen by each sample's missing type (the paper's
+            method); False: ONE prompt set that every sample gets whatever is missing (the `shared` method, the
+            paper's ablation). Ignored by prompt_type `none`.
         task: `multilabel` (sigmoid/BCE), `multiclass` (softmax/CE) or `binary` (softmax over 2 logits).
         num_labels: output size of the head; 2 for `binary`.
     """
@@ -37,6 +40,7 @@ class MissingAwarePromptConfig:
     prompt_length: int = 16
     prompt_layers: tuple[int, ...] = field(default=(0, 1, 2, 3, 4, 5))
     prompt_init: str = "reference"
+    missing_aware: bool = True
 
     def __post_init__(self) -> None:
         # Lists from JSON/YAML become tuples so the config stays hashable and frozen.
@@ -51,6 +55,8 @@ class MissingAwarePromptConfig:
             raise ValueError(f"num_labels must be a positive integer, got {self.num_labels!r}")
         if self.task == "binary" and self.num_labels != 2:
             raise ValueError(f"task 'binary' uses 2 logits (softmax), so num_labels must be 2, got {self.num_labels}")
+        if not isinstance(self.missing_aware, bool):
+            raise ValueError(f"missing_aware must be true or false, got {self.missing_aware!r}")
         if self.task == "multiclass" and self.num_labels < 2:
             raise ValueError(f"task 'multiclass' needs num_labels >= 2, got {self.num_labels}")
         if self.prompt_type == "none":
@@ -62,10 +68,13 @@ class MissingAwarePromptConfig:
                 f"attention-level prompts split prompt_length into keys and values: it must be even, "
                 f"got {self.prompt_length}"
             )
-        if self.prompt_init == "reference" and self.prompt_length < (6 if self.prompt_type == "attention" else 3):
+        # `reference` marks row k of missing type k's set (a shared set: row 0 only), in keys and values alike.
+        marked_rows = self.num_prompt_sets * (2 if self.prompt_type == "attention" else 1)
+        if self.prompt_init == "reference" and self.prompt_length < marked_rows:
             raise ValueError(
-                f"prompt_init 'reference' marks one row per missing type, so prompt_length must be at least "
-                f"{6 if self.prompt_type == 'attention' else 3} for prompt_type {self.prompt_type!r}"
+                f"prompt_init 'reference' marks one row per prompt set, so prompt_length must be at least "
+                f"{marked_rows} for prompt_type {self.prompt_type!r}"
+                + ("" if self.missing_aware else " without missing-aware sets")
             )
         layers = self.prompt_layers
         if not layers:
@@ -78,6 +87,11 @@ class MissingAwarePromptConfig:
     @property
     def num_prompt_layers(self) -> int:
         return 0 if self.prompt_type == "none" else len(self.prompt_layers)
+
+    @property
+    def num_prompt_sets(self) -> int:
+        """Prompt sets in the prompt parameter's first axis: one per missing type, or the one shared set."""
+        return NUM_MISSING_TYPES if self.missing_aware else 1
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

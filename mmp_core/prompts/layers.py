@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmp_core.prompts.config import COMPLETE, IMAGE_MISSING, NUM_MISSING_TYPES, TEXT_MISSING, MissingAwarePromptConfig
+from mmp_core.prompts.config import COMPLETE, IMAGE_MISSING, TEXT_MISSING, MissingAwarePromptConfig
 
 
 class ClassificationHead(nn.Sequential):
@@ -25,17 +25,18 @@ class ClassificationHead(nn.Sequential):
 
 
 def init_prompts(config: MissingAwarePromptConfig, hidden_size: int) -> torch.Tensor:
-    """Initial prompts, shape (3, num_prompt_layers, L, H), indexed by missing type.
+    """Initial prompts, shape (3, num_prompt_layers, L, H), indexed by missing type; (1, ...) without
+    missing-aware sets, the one set every sample gets.
 
     `reference`: zeros with one row of ones that tells the missing cases apart: row 0 for complete,
     row 1 for image-missing, row 2 for text-missing, in every layer (attention-level: also row L/2 + the same
-    offset, so keys and values both carry it).
+    offset, so keys and values both carry it). The shared set starts as the complete case's: row 0.
     """
-    shape = (NUM_MISSING_TYPES, config.num_prompt_layers, config.prompt_length, hidden_size)
+    shape = (config.num_prompt_sets, config.num_prompt_layers, config.prompt_length, hidden_size)
     if config.prompt_init == "normal":
         return torch.randn(shape) * 0.02
     prompts = torch.zeros(shape)
-    marker_row = {COMPLETE: 0, IMAGE_MISSING: 1, TEXT_MISSING: 2}
+    marker_row = {COMPLETE: 0, IMAGE_MISSING: 1, TEXT_MISSING: 2} if config.missing_aware else {0: 0}
     for missing_type, row in marker_row.items():
         prompts[missing_type, :, row] = 1.0
         if config.prompt_type == "attention":

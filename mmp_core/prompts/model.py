@@ -2,7 +2,8 @@
 
 The backbone is never modified: this module re-runs ViLT's encoder loop so that it can (a) prepend prompt
 tokens before chosen layers (`input`), or (b) prepend key/value prefixes inside their self-attention
-(`attention`). Only the prompts, a copy of the pooler and the task head are trainable.
+(`attention`). Each missing type has its own prompt set, or (`missing_aware=False`) one set serves every sample.
+Only the prompts, a copy of the pooler and the task head are trainable.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ class MissingAwarePromptModel(nn.Module):
         Args:
             embeddings: (B, T_text + T_image, H) from the backbone's embeddings.
             mask: (B, T_text + T_image) 0/1 visibility of text and image tokens.
-            missing_type: (B,) selects each sample's prompt set (one gather, no loop over the batch).
+            missing_type: (B,) selects each sample's prompt set (one gather, no loop over the batch); without
+                missing-aware sets every sample gets the one shared set, whatever its missing type.
 
         Returns:
             The final layer-normed hidden states (B, P + T_text + T_image, H) and P, the number of prompt
@@ -144,7 +146,12 @@ class MissingAwarePromptModel(nn.Module):
         hidden = embeddings
         mask = mask.to(hidden.dtype)
         batch_size = hidden.shape[0]
-        prompts = None if self.prompts is None else self.prompts[missing_type].to(hidden.dtype)  # (B, P, L, H)
+        if self.prompts is None:
+            prompts = None
+        elif self.config.missing_aware:
+            prompts = self.prompts[missing_type].to(hidden.dtype)  # (B, P, L, H)
+        else:  # the one shared set, broadcast over the batch (a view, no copy)
+            prompts = self.prompts.to(hidden.dtype).expand(batch_size, *self.prompts.shape[1:])
         num_prompt_tokens = 0
         for index, layer in enumerate(self.backbone.encoder.layer):
             slot = self._prompt_slot.get(index)
