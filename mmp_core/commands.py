@@ -17,14 +17,38 @@ METHOD_CHOICES = tuple(METHODS)
 
 
 def _stage_parser(subparsers, name: str, help: str, description: str, sections: dict) -> argparse.ArgumentParser:
-    """A stage's parser whose help ends with every parameter it reads, from the schema (mmp_core.config)."""
+    """A stage's parser whose help ends with every parameter it reads, from the schema (mmp_core.config), with
+    the values of the project's params.yaml when there is one (the schema's defaults otherwise, or when it cannot
+    be read: help never fails on it)."""
     import textwrap
 
     from mmp_core.config import describe_fields
+    from mmp_core.params_file import PARAMS_NAME, find_project_root, read_params, validate_section
 
-    lines = ["parameters read from params.yaml (change with --set, or `dvc exp run -S` in the pipeline):"]
-    for section, model in sections.items():
-        lines += ["  " + line for line in describe_fields(model, section)]
+    change = "change with --set, or `dvc exp run -S` in the pipeline"
+    lines = [f"parameters read from params.yaml ({change}); none in this project, so the schema's defaults:"]
+    path = None
+    try:
+        root = find_project_root()
+        path = None if root is None or not (root / PARAMS_NAME).is_file() else root / PARAMS_NAME
+        document = None if path is None else read_params(path)
+        for section, model in sections.items():
+            if document is not None:
+                validate_section(document, section, model, str(path))
+            given = None if document is None else (document.get(section) or {})
+            lines += ["  " + line for line in describe_fields(model, section, given)]
+        if document is not None:
+            lines[0] = (
+                f"parameters read from {path} ({change}); its values, `(default)` where it sets none, "
+                "`(default X)` after a value that differs from the schema's default X:"
+            )
+    except (OSError, ValueError) as error:
+        lines = [
+            f"parameters read from {path or PARAMS_NAME} ({change}); it cannot be read, so the schema's defaults:",
+            f"  {str(error).splitlines()[0]}",
+        ]
+        for section, model in sections.items():
+            lines += ["  " + line for line in describe_fields(model, section)]
     return subparsers.add_parser(
         name,
         help=help,
@@ -58,12 +82,24 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "pretrain a small ViLT on generated captioned scenes or a prepared dataset's pairs",
         "Pretrain a small ViLT (image-text matching with hard negatives, masked language modelling, image-text "
         "contrast) on generated captioned scenes (pretrain.corpus: scenes; the embedded backbone) or on a prepared "
-        "dataset's complete training pairs with its vocab.txt (pretrain.corpus: prepared; prepare with "
-        "--vocab-size N). Texts fill pretrain.text_positions; images use pretrain.image.",
+        "dataset's complete training pairs (pretrain.corpus: prepared), its validation split's complete pairs held "
+        "out for the matching metrics. From scratch (pretrain.config) a prepared dataset needs its vocab.txt "
+        "(prepare with --vocab-size N); with --init DIR it continues from a pretrained backbone, its vocabulary "
+        "extended with the dataset's words. Texts fill pretrain.text_positions; images use pretrain.image. An "
+        "interrupted run resumes from its latest checkpoint when run again.",
         {"pretrain": PretrainParams},
     )
     parser.add_argument("--prepared", help="prepared dataset directory (pretrain.corpus: prepared)")
     parser.add_argument("--out", required=True, help="backbone directory to write (save_pretrained + vocab.txt)")
+    parser.add_argument(
+        "--init",
+        metavar="DIR",
+        help="continue pretraining from this backbone directory, e.g. backbones/embedded (overrides pretrain.init)",
+    )
+    parser.add_argument(
+        "--checkpoint-dir",
+        help="resumable checkpoints (default: a folder under .checkpoints/ named after --out); removed on success",
+    )
     _add_params_options(parser, "pretrain.epochs=2")
     parser.set_defaults(func=run_pretrain)
 
@@ -144,25 +180,58 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from mmp_core.model_card import write_card
     from mmp_core.params_file import load_params
     from mmp_core.pretrain import pretrain
-    from mmp_core.pretrain_data import scene_tokenizer
+    from mmp_core.pretrain_data import caption_tokenizer, scene_tokenizer
 
     params = load_params(args.params, {"pretrain": PretrainParams}, args.set)["pretrain"]
-    if params.corpus == "scenes":
+    if args.init:
+        params = params.model_copy(update={"init": args.init})
+    if params.corpus == "prepared" and not args.prepared:
+        raise ValueError("pretrain.corpus is 'prepared': pass --prepared DIR (a prepared dataset)")
+    if params.init:
+        tokenizer = None  # the init backbone's vocabulary, extended with the corpus's words
+    elif params.corpus == "scenes":
         tokenizer = scene_tokenizer()
+    elif params.corpus == "captions":
+        tokenizer = caption_tokenizer()  # the shipped vocabulary, then the captions' number words and plurals
     else:
         from mmp_core.data import build_tokenizer, load_prepared
 
-        if not args.prepared:
-            raise ValueError("pretrain.corpus is 'prepared': pass --prepared DIR (a prepared dataset with vocab.txt)")
-        tokenizer = build_tokenizer(prepared=load_prepared(args.prepared))
-    summary = pretrain(params, tokenizer, args.out, prepared_dir=args.prepared)
+        prepared = load_prepared(args.prepared)
+        if prepared.vocab_path is None:
+            raise ValueError(
+                f"{args.prepared} has no vocab.txt: prepare it with --vocab-size N to pretrain from scratch, or "
+                "continue from a pretrained backbone with --init DIR (its vocabulary extended with the data's words)"
+            )
+        tokenizer = build_tokenizer(prepared=prepared)
+    # Default scratch: one folder per output folder, as `mmp train` does.
+    checkpoint_dir = args.checkpoint_dir or str(
+        Path(".checkpoints") / ("pretrain-" + Path(args.out).resolve().as_posix().strip("/").replace("/", "_"))
+    )
+    summary = pretrain(params, tokenizer, args.out, prepared_dir=args.prepared, checkpoint_dir=checkpoint_dir)
     write_card(args.out, command="mmp " + " ".join(sys.argv[1:]))
-    heldout = summary["heldout"] or summary["history"][-1]
+    heldout, last = summary["heldout"], summary["history"][-1]
+    measured = "no held-out pairs"
+    if heldout:
+        measured = f"held-out ({heldout['heldout_pairs']} pairs) " + ", ".join(
+            f"{key} {value}" for key, value in heldout.items() if key.startswith(("itm_accuracy", "retrieval"))
+        )
     print(
         f"pretrained a {summary['parameters']:,d}-parameter ViLT on {summary['pairs']} pairs in {summary['seconds']} s: "
-        + ", ".join(f"{key} {value}" for key, value in heldout.items() if key not in ("epoch", "seconds"))
+        f"{measured}; last epoch's training "
+        + ", ".join(
+            f"{key} {value}" for key, value in last.items() if key.endswith("_loss") or key.startswith("train_")
+        )
         + f" -> {args.out}"
     )
+    if summary["init"]:
+        init = summary["init"]
+        print(
+            f"continued from {init['backbone']}: vocabulary {init['vocab_before']} -> {init['vocab_after']} tokens "
+            f"({init['rows_from_pieces']} new rows from their WordPiece pieces, {init['rows_from_mean']} from the "
+            "mean of the existing rows plus noise)"
+        )
+    for warning in summary["warnings"]:
+        print(f"WARNING: {warning}")
     return 0
 
 
@@ -216,13 +285,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_aggregate(args: argparse.Namespace) -> int:
     from mmp_core.params_file import read_seeds
-    from mmp_core.seeds import aggregate_method, format_cell
+    from mmp_core.seeds import aggregate_method, format_cell, has_spread
 
     seeds = read_seeds(args.params)
     document = aggregate_method(args.results, args.models, seeds)
     metric, head, sd = document["primary_metric"], document["headline"], document["headline_sd"]
+    over = f"over seeds {list(seeds)}" if has_spread(seeds) else f"(seed {seeds[0]})"
     print(
-        f"[{args.method}] test {metric} {format_cell(head[metric], sd[metric], 4)} over seeds {list(seeds)} at "
+        f"[{args.method}] test {metric} {format_cell(head[metric], sd[metric], 4, seeds)} {over} at "
         f"{head['missing_type']} missing {head['missing_rate']:.0%}; published adapter: seed {document['adapter_seed']}"
         f" -> {Path(args.results) / 'metrics.json'}"
     )
@@ -249,6 +319,14 @@ def run_probe(args: argparse.Namespace) -> int:
         args.max_text_len,
     )
     metric = results["metric"]
+    absent = {role: names for role, names in results["absent_labels"].items() if names}
+    if absent:  # once, not a scikit-learn warning per label and input
+        print(
+            "labels never present: "
+            + "; ".join(f"{role} split: {', '.join(names)}" for role, names in absent.items())
+            + " (a label the train split lacks is never predicted"
+            + ("; F1-macro counts each of them as 0)" if metric == "f1_macro" else ")")
+        )
     for name in PROBE_INPUTS:
         print(f"{name:<14} {metric} {results[name][metric]:.4f}")
     if args.card:

@@ -13,8 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mmp_core.missing import DEFAULT_RATES, MISSING_TYPES, MissingScenario
 
-METHODS: dict[str, str] = {"baseline": "none", "attention": "attention", "input": "input"}
-"""Method name (as in the paper's tables) -> prompt_type."""
+METHODS: dict[str, str] = {"baseline": "none", "attention": "attention", "input": "input", "shared": "attention"}
+"""Method name (as in the paper's tables) -> prompt_type. `shared` is the paper's ablation: ONE prompt set for
+every missing type (MissingAwarePromptConfig.missing_aware=False), at the level `train.shared_prompt_type`
+chooses (attention, the value here, by default)."""
+MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]
+"""One of METHODS' names, for the schema's fields."""
 
 
 class Section(BaseModel):
@@ -59,8 +63,15 @@ EMBEDDED_IMAGE = ImageParams(shorter_side=96, longer_side=160, patch_size=16)
 
 
 class GenerateParams(Section):
-    """The embedded synthetic dataset (`mmp generate`): sizes, seed and noise."""
+    """The embedded synthetic dataset (`mmp generate`): sizes, seed and noise; or, with `layout`, a synthetic
+    dataset of another world in one of the three raw layouts (mmp_core/data/synthetic.py)."""
 
+    layout: Literal["embedded", "mmimdb", "food101", "hatememes"] = Field(
+        "embedded",
+        description="embedded: the benchmark (MM-IMDb layout, 8 fixed genres); mmimdb, food101, hatememes: a new "
+        "synthetic world drawn from the seed, in that raw layout (to try a recipe on data it was not tuned for)",
+    )
+    classes: int = Field(8, ge=2, le=101, description="classes of a food101-layout synthetic dataset")
     seed: int = Field(0, description="seed of the whole dataset")
     train: int = Field(1500, gt=0, description="training samples")
     dev: int = Field(300, gt=0, description="validation samples")
@@ -106,15 +117,25 @@ class PrepareParams(Section):
 
 
 class PretrainParams(Section):
-    """Pretraining a small ViLT (`mmp pretrain`): the embedded backbone from generated captioned scenes, or a
-    backbone for your own data from a prepared dataset's complete pairs (`corpus: prepared`)."""
+    """Pretraining a small ViLT (`mmp pretrain`): the embedded backbone from generated captioned scenes, a generic
+    one as ViLT was made (`corpus: captions`), or one for your own data (`corpus: prepared`)."""
 
     config: str = Field("small", description="named small ViLT shape: tiny, small or vilt-b32")
-    corpus: Literal["scenes", "prepared"] = Field(
-        "scenes", description="scenes: generated captioned scenes; prepared: a prepared dataset's complete pairs"
+    corpus: Literal["scenes", "captions", "prepared"] = Field(
+        "scenes", description="scenes: captioned scenes; captions: generic pictures (ViLT); prepared: a dataset's pairs"
     )
-    pairs: int = Field(40000, gt=0, description="scenes rendered for pretraining (corpus: scenes)")
-    heldout: int = Field(1000, ge=100, description="held-out scenes for the matching metrics (corpus: scenes)")
+    init: str | None = Field(
+        None,
+        description="backbone directory to continue pretraining from (e.g. backbones/embedded; `--init` wins): its "
+        "weights and pretraining heads, its vocab.txt extended with the corpus's words; `config` is then unused",
+    )
+    pairs: int = Field(40000, gt=0, description="pairs rendered for pretraining (corpus: scenes, captions)")
+    heldout: int = Field(
+        1000,
+        ge=100,
+        description="held-out pairs for the matching metrics (corpus: scenes, captions; a prepared corpus holds out "
+        "its validation split's complete pairs)",
+    )
     # The backbone's own setting, apart from train.max_text_len: pretraining reads texts of this length, and
     # prompt training may read shorter ones (or stretch the table with train.text_positions).
     text_positions: int = Field(40, gt=2, description="text positions of the pretrained backbone (ViLT-B/32: 40)")
@@ -125,12 +146,15 @@ class PretrainParams(Section):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="fraction of the steps spent warming up")
     mlm_probability: float = Field(0.15, ge=0, lt=1, description="fraction of other words masked for MLM")
-    concept_mlm_probability: float = Field(0.5, ge=0, lt=1, description="fraction of words naming what is drawn")
+    concept_mlm_probability: float = Field(0.5, ge=0, lt=1, description="words naming what is drawn (corpus: scenes)")
     hard_negatives: float = Field(0.5, ge=0, le=1, description="share of mismatched pairs that are hard negatives")
-    itc_weight: float = Field(1.0, ge=0, description="image-text contrast on single-modality [CLS]; 0 = off")
+    itc_weight: float = Field(1.0, ge=0, description="image-text contrast on single-modality [CLS]; 0, captions: off")
     precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16: autocast with fp32 weights")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     seed: int = Field(0, description="corpus, initial weights, masking and batch order")
+    checkpoint_every: int = Field(
+        200, gt=0, description="steps between resumable checkpoints (one is also saved at each epoch's end)"
+    )
 
 
 class TrainParams(Section):
@@ -151,15 +175,42 @@ class TrainParams(Section):
     image: ImageParams = ImageParams()
     prompt_length: int = Field(16, gt=0, description="prompt tokens per layer and missing case")
     prompt_layers: tuple[int, ...] = Field((0, 1, 2, 3, 4, 5), description="encoder layers that get prompts")
-    epochs: int = Field(20, gt=0)
+    shared_prompt_type: Literal["attention", "input"] = Field(
+        "attention",
+        description="the level of method `shared`'s prompts: ONE set for every missing type, as attention-level "
+        "(key/value prefixes) or input-level (prepended tokens) prompts",
+    )
+    epochs: int = Field(20, gt=0, description="passes over the train split, within the step floor and cap below")
+    min_steps: int = Field(
+        2000,
+        ge=1,
+        description="floor of the optimizer steps: a small dataset trains for more epochs until it has taken this "
+        "many (1: epochs alone decide, as in the paper)",
+    )
+    max_steps: int | None = Field(None, ge=1, description="cap of the optimizer steps (unset: none)")
+    patience: int = Field(
+        20,
+        ge=0,
+        description="stop early after this many validations without a better validation score (0: never)",
+    )
     batch_size: int = Field(32, gt=0, description="micro batch per process")
     effective_batch_size: int = Field(256, gt=0, description="reached by gradient accumulation")
-    lr: float = Field(1e-2, gt=0, description="AdamW peak learning rate (linear warmup, then linear decay)")
+    lr: float = Field(
+        1e-2, gt=0, description="AdamW peak learning rate of the prompts (linear warmup, then linear decay)"
+    )
+    head_lr: float | None = Field(
+        1e-3,
+        gt=0,
+        description="peak learning rate of the pooler and the task head (unset: lr, as in the paper); the head "
+        "over frozen features needs a smaller one than the prompts",
+    )
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(2e-2, ge=0, description="on weights and prompts, not on biases and norms")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of the steps spent warming up")
-    val_per_epoch: int = Field(5, gt=0, description="validations (and checkpoints) per epoch")
+    val_per_epoch: int = Field(
+        5, gt=0, description="validations (and checkpoints) per epoch, at most 50 over the whole budget"
+    )
     deepspeed_config: str = Field(
         "infra/deepspeed/zero0.json", description="DeepSpeed JSON (ZeRO stage 0 or 2) in infra/deepspeed"
     )
@@ -204,6 +255,8 @@ class TrainParams(Section):
             raise ValueError(
                 f"effective_batch_size {self.effective_batch_size} must be a multiple of batch_size {self.batch_size}"
             )
+        if self.max_steps is not None and self.max_steps < self.min_steps:
+            raise ValueError(f"max_steps {self.max_steps} is below min_steps {self.min_steps}")
         if self.text_positions is not None and self.max_text_len > self.text_positions:
             raise ValueError(
                 f"max_text_len {self.max_text_len} exceeds text_positions {self.text_positions}: raise text_positions "
@@ -231,22 +284,33 @@ class EvaluateParams(Section):
         return tuple(sorted(set(rates)))
 
 
-def describe_fields(model: type[BaseModel], prefix: str) -> list[str]:
+def describe_fields(model: type[BaseModel], prefix: str, given: dict | None = None) -> list[str]:
     """One line per field of a section, nested sections flattened: `train.lr = 0.01: AdamW peak ...`.
 
-    What `mmp train --help` (and the other stages) list, so the options always match the schema.
+    What `mmp train --help` (and the other stages) list, so the options always match the schema. `given`: the
+    section as a parameters file holds it (validated here; an invalid one raises ValueError): each line then
+    shows the value the stage reads, marked `(default)` where the file leaves the field unset and `(default X)`
+    where the file's value differs from the schema's default X. None: the schema's defaults, unmarked.
     """
     import json
 
+    values = None if given is None else model.model_validate(given).model_dump(mode="json")
     lines = []
     for name, info in model.model_fields.items():
         key = f"{prefix}.{name}"
         if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
             lines.append(f"{key}: {info.description or info.annotation.__doc__.splitlines()[0]}")
-            lines += ["  " + line for line in describe_fields(info.annotation, key)]
+            nested = None if given is None else (given.get(name) or {})
+            lines += ["  " + line for line in describe_fields(info.annotation, key, nested)]
             continue
-        default = info.get_default(call_default_factory=True)
-        line = f"{key} = {json.dumps(default)}"
+        default = json.dumps(info.get_default(call_default_factory=True))
+        if values is None:
+            line = f"{key} = {default}"
+        elif name not in given:
+            line = f"{key} = {default} (default)"
+        else:
+            value = json.dumps(values[name])
+            line = f"{key} = {value}" + ("" if value == default else f" (default {default})")
         lines.append(f"{line}: {info.description}" if info.description else line)
     return lines
 
@@ -259,14 +323,14 @@ class PipelineParams(Section):
     # per-run parameters; without it: the local `store/` directory.
     store: str = Field(
         default_factory=lambda: os.environ.get("MMP_STORE", "store"),
-        description="artifact store: a local directory or s3://bucket/prefix (default: $MMP_STORE or store)",
+        description="artifact store: a directory, file:///dir or s3://bucket[/prefix] (default: $MMP_STORE or store)",
     )
     s3_endpoint_url: str | None = Field(
         default_factory=lambda: os.environ.get("MMP_S3_ENDPOINT_URL") or None,
         description="S3-compatible server, e.g. http://127.0.0.1:5055 (default: $MMP_S3_ENDPOINT_URL)",
     )
-    methods: tuple[Literal["baseline", "attention", "input"], ...] = ("baseline", "attention", "input")
-    promote_method: Literal["baseline", "attention", "input"] = "input"
+    methods: tuple[MethodName, ...] = ("baseline", "attention", "input")
+    promote_method: MethodName | Literal["best"] = Field("best", description="candidate: best validation, or a method")
     tolerance: float = Field(0.01, ge=0.0, le=1.0, description="largest allowed drop in any grid cell")
     require_learning: bool = Field(
         True,
@@ -300,11 +364,9 @@ class PipelineParams(Section):
     @field_validator("store")
     @classmethod
     def _store_location(cls, store: str) -> str:
-        if not store:
-            raise ValueError("store must be a directory or an s3:// URI")
         from mmp_core.s3 import validate_store_location
 
-        return validate_store_location(store)
+        return validate_store_location(store)  # the one grammar of store locations (also MMP_STORE's, by preflight)
 
     @field_validator("seeds")
     @classmethod
@@ -324,8 +386,8 @@ class PipelineParams(Section):
 
     @model_validator(mode="after")
     def _promoted_method_runs(self) -> PipelineParams:
-        if not self.methods or self.promote_method not in self.methods:
-            raise ValueError(f"promote_method {self.promote_method!r} must be one of methods {list(self.methods)}")
+        if not self.methods or self.promote_method not in (*self.methods, "best"):
+            raise ValueError(f"promote_method {self.promote_method!r} must be one of methods {[*self.methods]} or best")
         return self
 
     @model_validator(mode="after")

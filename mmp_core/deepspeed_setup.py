@@ -100,21 +100,30 @@ def deepspeed_config(path: str | Path, params: TrainParams, world_size: int) -> 
     return config
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters only, in two groups: decayed (weights, prompts) and not (biases, norms)."""
+def parameter_groups(model: nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
+    """Trainable parameters only: decayed (weights, prompts) and not (biases, norms).
+
+    With `head_lr`, the pooler and head (every trainable parameter but the prompts) get that learning rate in
+    groups of their own, and the prompts keep the optimizer's: a head over frozen features diverges at the
+    prompts' rate. Empty groups are left out.
+    """
     no_decay_ids = set()
     for module in model.modules():
         if isinstance(module, nn.LayerNorm):
             no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, bool], list] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (no_decay if name.endswith(".bias") or id(parameter) in no_decay_ids else decay).append(parameter)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        decayed = not (name.endswith(".bias") or id(parameter) in no_decay_ids)
+        is_head = head_lr is not None and name != "prompts"
+        groups.setdefault((is_head, decayed), []).append(parameter)
+    ordered = []
+    for is_head, decayed in ((False, True), (False, False), (True, True), (True, False)):
+        if (is_head, decayed) in groups:
+            group = {"params": groups[is_head, decayed], "weight_decay": weight_decay if decayed else 0.0}
+            ordered.append({**group, "lr": head_lr} if is_head else group)
+    return ordered
 
 
 def master_weights(model: MissingAwarePromptModel) -> dict[str, torch.Tensor]:

@@ -16,16 +16,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from mmp_core.budget import epoch_order, finished, step_budget, validation_interval
 from mmp_core.checkpoints import (
     ADAPTER_DIR,
     BEST_ADAPTER,
@@ -63,13 +64,29 @@ class TrainingData:
     vocab_size: int  # of the tokenizer: must fit the backbone's embedding table
     dataset: str = ""  # the dataset's name (recorded in the adapter)
     label_names: tuple[str, ...] = ()  # in label-index order (recorded in the adapter: predictions name labels)
+    unk_rate: float | None = None  # share of the train split's text tokens that are [UNK] under the tokenizer
 
 
 def training_data(prepared_dir: str | Path, params: TrainParams) -> TrainingData:
-    """The train and val splits of a prepared dataset under the params' missing settings."""
+    """The train and val splits of a prepared dataset under the params' missing settings. Logs the [UNK] rate
+    of the train split's text under the backbone's vocabulary (main rank only), warning when it is high."""
+    import os
+
+    from mmp_core.data.vocab import report_unk_rate
+
     prepared = open_prepared(prepared_dir)
     spec = prepared.spec
     tokenizer = tokenizer_for(params.backbone, prepared)
+    own = params.backbone.startswith("small:")
+    vocabulary = "the prepared vocab.txt" if own else f"the vocab.txt of backbone {params.backbone!r}"
+    rate = report_unk_rate(
+        tokenizer,
+        prepared.open_split(spec.train_split).texts(),
+        logger if os.environ.get("RANK", "0") == "0" else None,  # one report per run, from the main rank
+        vocabulary=f"{vocabulary} ({len(tokenizer)} tokens)",
+        backbone=params.backbone,
+        prepared=str(prepared_dir),
+    )
     return TrainingData(
         task=spec.task,
         num_labels=spec.num_labels,
@@ -80,6 +97,7 @@ def training_data(prepared_dir: str | Path, params: TrainParams) -> TrainingData
         vocab_size=len(tokenizer),
         dataset=spec.name,
         label_names=spec.label_names,
+        unk_rate=round(rate, 4),
     )
 
 
@@ -93,10 +111,12 @@ def build_model(params: TrainParams, method: str, task: str, num_labels: int) ->
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     backbone = backbone_for(params)
+    shared = method == "shared"  # one prompt set for every missing case: what missing-awareness adds, isolated
     config = MissingAwarePromptConfig(
         task=task,
         num_labels=num_labels,
-        prompt_type=METHODS[method],
+        prompt_type=params.shared_prompt_type if shared else METHODS[method],
+        missing_aware=not shared,
         prompt_length=params.prompt_length,
         prompt_layers=params.prompt_layers,
     )
@@ -115,16 +135,6 @@ def adapter_hash(model: MissingAwarePromptModel) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def validation_steps(steps_per_epoch: int, per_epoch: int) -> set[int]:
-    """Optimizer steps (1-based, within an epoch) after which to validate: evenly spaced, the last one included."""
-    return {max(1, round(k * steps_per_epoch / per_epoch)) for k in range(1, per_epoch + 1)}
-
-
-def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
-    """The shuffled sample order of an epoch: a pure function of (seed, epoch), the same on every rank."""
-    return np.random.default_rng([seed, epoch]).permutation(num_samples)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -172,11 +182,12 @@ def train(
             f"the train split ({len(train_set)} samples) is smaller than one effective batch "
             f"({params.effective_batch_size}); lower effective_batch_size"
         )
-    total_steps = steps_per_epoch * params.epochs
-    val_points = validation_steps(steps_per_epoch, params.val_per_epoch)
+    total_steps = step_budget(steps_per_epoch, params)
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    val_interval = validation_interval(steps_per_epoch, total_steps, params.val_per_epoch)
 
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, params.weight_decay), lr=params.lr, betas=params.betas, eps=params.eps
+        parameter_groups(model, params.weight_decay, params.head_lr), lr=params.lr, betas=params.betas, eps=params.eps
     )
     engine, _, _, scheduler = deepspeed.initialize(
         model=model,
@@ -198,9 +209,11 @@ def train(
     live = _open_live(out_dir, resume=state.global_step > 0) if rank == 0 else None
     if rank == 0:
         logger.info(
-            "[%s] %d train samples, %d process(es), micro batch %d, accumulation %d, %d steps/epoch x %d epochs, %s; %s",
-            method, len(train_set), world_size, params.batch_size, accumulation, steps_per_epoch, params.epochs,
-            params.precision,
+            "[%s] %d train samples, %d process(es), micro batch %d, accumulation %d, %d steps/epoch: %d steps "
+            "(%d epochs), validation every %d, early stop after %s; lr %g (prompts), %g (pooler and head), %s; %s",
+            method, len(train_set), world_size, params.batch_size, accumulation, steps_per_epoch, total_steps,
+            epochs, val_interval, f"{params.patience} without progress" if params.patience else "never", params.lr,
+            params.head_lr or params.lr, params.precision,
             f"resuming at step {state.global_step}" if state.global_step else "starting fresh",
         )  # fmt: skip
         model.print_trainable_parameters()
@@ -210,7 +223,9 @@ def train(
     samples_seen = 0
     timing = {"setup_seconds": time.perf_counter() - started, "validation_seconds": 0.0, "checkpoint_seconds": 0.0}
     loop_started = time.perf_counter()
-    for epoch in range(state.epoch, params.epochs):
+    for epoch in range(state.epoch, epochs):
+        if finished(state, total_steps, params.patience):
+            break
         order = epoch_order(len(train_set), params.seed, epoch)[rank::world_size][: micro_per_epoch * params.batch_size]
         remaining = order[state.micro_step_in_epoch * params.batch_size :]
         loader = torch.utils.data.DataLoader(
@@ -235,7 +250,7 @@ def train(
             state.global_step += 1
             progress.update(1, loss=loss.item(), lr=scheduler.get_last_lr()[0])
             step_in_epoch = state.micro_step_in_epoch // accumulation
-            if step_in_epoch in val_points:
+            if state.global_step % val_interval == 0 or state.global_step == total_steps:
                 tick = time.perf_counter()
                 _validate(
                     engine, model, data, params, state, metric_name, method, fingerprint, out_dir, checkpoint_dir, live
@@ -246,7 +261,10 @@ def train(
                 save_checkpoint(engine, checkpoint_dir, state, fingerprint, params.keep_checkpoints, rank)
                 timing["validation_seconds"] += tock - tick
                 timing["checkpoint_seconds"] += time.perf_counter() - tock
-        state.epoch, state.micro_step_in_epoch = epoch + 1, 0
+                if finished(state, total_steps, params.patience):
+                    break
+        else:
+            state.epoch, state.micro_step_in_epoch = epoch + 1, 0
     progress.close()
     # The step loop alone (data, forward, backward, optimizer), without validation and checkpoints: what
     # bench/ compares with the bare model step.
@@ -258,6 +276,12 @@ def train(
     if rank == 0:
         ensure_adapter(state, checkpoint_dir, out_dir)
     summary = _finish(model, state, params, method, metric_name, fingerprint, data, world_size, rank, out_dir)
+    summary.update(
+        budget_steps=total_steps,
+        stopped_early=state.global_step < total_steps,
+        epochs=math.ceil(state.global_step / steps_per_epoch),
+        unk_rate=data.unk_rate,
+    )
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["train_samples_per_second_this_run"] = round(samples_seen / max(summary["seconds"], 1e-9), 2)
     summary["timing"] = {name: round(value, 2) for name, value in timing.items()}
@@ -371,7 +395,6 @@ def _finish(model, state, params, method, metric_name, fingerprint, data, world_
         f"best_val_{metric_name}": state.best_metric,
         "best_step": state.best_step,
         "steps": state.global_step,
-        "epochs": params.epochs,
         "world_size": world_size,
         "precision": params.precision,  # resolved once, at the start of train()
         "rank_parameter_hashes": hashes,

@@ -68,6 +68,10 @@ def save_backbone_to_hub_cache(cache: Path, repo_id: str, backbone_dir: Path, *,
     return save_to_hub_cache(cache, repo_id, files, ref=ref)
 
 
+# The tests count steps and validations: epochs alone decide, no early stop, one learning rate.
+TINY_RECIPE = {"min_steps": 1, "patience": 0, "head_lr": None}
+
+
 def write_params(path: Path, backbone: Path, **train_overrides) -> Path:
     train = {
         "backbone": str(backbone),
@@ -79,6 +83,7 @@ def write_params(path: Path, backbone: Path, **train_overrides) -> Path:
         "batch_size": 8,
         "effective_batch_size": 16,
         "lr": 0.01,
+        **TINY_RECIPE,
         "val_per_epoch": 2,
         "train_missing": {"type": "both", "rate": 0.7},
         "val_missing": {"type": "both", "rate": 0.7},

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.model_fixtures import TINY_IMAGE
+from tests.model_fixtures import TINY_IMAGE, TINY_RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -33,6 +33,7 @@ TINY = {
         "effective_batch_size": 16,
         "lr": 0.01,
         "val_per_epoch": 1,
+        **TINY_RECIPE,
     },
     "evaluate": {"rates": [0.0, 0.7, 1.0], "batch_size": 16},
 }

@@ -18,7 +18,7 @@ import yaml
 
 from mmp_core.storage import open_store
 from tests.conftest import MotoServer, flow_env
-from tests.model_fixtures import REPO, TINY_IMAGE
+from tests.model_fixtures import REPO, TINY_IMAGE, TINY_RECIPE
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +48,7 @@ TINY_PARAMS = {
         "batch_size": 16,
         "effective_batch_size": 16,
         "val_per_epoch": 1,
+        **TINY_RECIPE,
     },
     "evaluate": {"rates": [0.0, 0.5, 0.7, 1.0], "batch_size": 16},
 }

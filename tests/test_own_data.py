@@ -17,7 +17,7 @@ from mmp_core.backbone import load_backbone
 from mmp_core.data.datasets import MMIMDB_GENRES
 from mmp_core.data.vocab import build_vocab, write_vocab
 from mmp_core.precision import resolve_precision
-from tests.model_fixtures import TINY_IMAGE, mmp_env, save_backbone_to_hub_cache
+from tests.model_fixtures import TINY_IMAGE, TINY_RECIPE, mmp_env, save_backbone_to_hub_cache
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +76,7 @@ def test_own_dataset_from_raw_files_to_predictions(tmp_path):
             "batch_size": 4,
             "effective_batch_size": 4,
             "val_per_epoch": 1,
+            **TINY_RECIPE,
         },
         "evaluate": {"rates": [0.0, 0.7, 1.0], "batch_size": 8},
     }

@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mmp_core.budget import step_budget, validation_interval
 from mmp_core.config import TrainParams
 from mmp_core.deepspeed_setup import deepspeed_config, parameter_groups
 from mmp_core.precision import bf16_native, resolve_precision
 from mmp_core.prompts import ADAPTER_WEIGHTS_NAME, MissingAwarePromptModel
-from mmp_core.train import validation_steps
 from tests.model_fixtures import REPO, make_workspace, mmp_env, run_mmp, write_params
 
 pytestmark = pytest.mark.slow
@@ -259,9 +259,19 @@ def test_parameter_groups_decay_weights_and_prompts_not_biases_or_norms():
     assert decay["weight_decay"] == 0.02 and no_decay["weight_decay"] == 0.0
 
 
-def test_validation_points_are_spread_and_include_the_epoch_end():
-    assert validation_steps(23, 5) == {5, 9, 14, 18, 23}
-    assert validation_steps(3, 5) == {1, 2, 3}
+def test_budget_is_in_steps_with_a_floor_and_a_cap():
+    params = TrainParams(epochs=8, min_steps=1000, max_steps=5000)
+    assert step_budget(10, params) == 1000, "a small dataset trains up to the floor"
+    assert step_budget(200, params) == 1600, "a large one for its epochs"
+    assert step_budget(1000, params) == 5000, "and never past the cap"
+    assert step_budget(10, TrainParams(epochs=8, min_steps=1)) == 80, "min_steps 1: epochs alone, as in the paper"
+    with pytest.raises(ValueError, match="max_steps 10 is below min_steps 2000"):
+        TrainParams(max_steps=10)
+
+
+def test_validations_per_epoch_but_at_most_fifty_in_all():
+    assert validation_interval(23, 23 * 8, 5) == 5
+    assert validation_interval(3, 1000, 2) == 20, "tiny epochs: 50 validations over the budget, not 666"
 
 
 @pytest.mark.parametrize(("stage", "precision"), [("zero2", "bf16"), ("zero0", "bf16"), ("zero2", "fp32")])

@@ -101,10 +101,26 @@ def run_generate(args: argparse.Namespace) -> int:
     from mmp_core.config import GenerateParams
     from mmp_core.data.generate import GenerateConfig, generate_embedded
 
-    cfg = GenerateConfig(**read_section(args, "generate", GenerateParams).model_dump())
+    params = read_section(args, "generate", GenerateParams)
     start = time.perf_counter()
-    sizes = generate_embedded(args.out, cfg, workers=args.workers)
-    print(f"wrote the embedded dataset to {args.out}: {sizes} in {time.perf_counter() - start:.1f}s")
+    if params.layout == "embedded":
+        cfg = GenerateConfig(**params.model_dump(exclude={"layout", "classes"}))
+        sizes = generate_embedded(args.out, cfg, workers=args.workers)
+        print(f"wrote the embedded dataset to {args.out}: {sizes} in {time.perf_counter() - start:.1f}s")
+        return 0
+    from mmp_core.data.synthetic import SyntheticConfig, generate_synthetic
+
+    if params.natural_missing:
+        raise ValueError(f"generate.natural_missing applies to the embedded layout only, not to {params.layout!r}")
+    cfg = SyntheticConfig(
+        layout=params.layout, seed=params.seed, train=params.train, dev=params.dev, test=params.test,
+        classes=params.classes, label_noise=params.label_noise,
+    )  # fmt: skip
+    sizes = generate_synthetic(args.out, cfg)
+    print(
+        f"wrote a synthetic {params.layout}-layout dataset (world seed {params.seed}) to {args.out}: {sizes} in "
+        f"{time.perf_counter() - start:.1f}s; prepare it with `mmp prepare --dataset {params.layout} --raw {args.out}`"
+    )
     return 0
 
 
@@ -133,7 +149,49 @@ def run_prepare(args: argparse.Namespace) -> int:
     )
     print(f"prepared {params.dataset} in {args.out} ({time.perf_counter() - start:.1f}s)")
     _print_summary(manifest)
+    _report_vocabulary(args, args.out)
     return 0
+
+
+def _report_vocabulary(args: argparse.Namespace, out: str) -> float | None:
+    """Log the [UNK] rate of the prepared train split's text under the vocabulary training will use (that of
+    the parameters file's `train.backbone`; a `small:*` backbone's, or without a backbone: the prepared
+    vocab.txt). A backbone that cannot be read here (an s3:// one, a hub id not cached offline, a missing
+    directory) is named in one INFO line and not checked: preparing never fails on it."""
+    import logging
+
+    from mmp_core.data.inputs import build_tokenizer
+    from mmp_core.data.prepared import load_prepared
+    from mmp_core.data.vocab import VOCAB_NAME, report_unk_rate
+    from mmp_core.loading import tokenizer_for
+    from mmp_core.params_file import PARAMS_NAME, find_project_root, read_params
+
+    logger = logging.getLogger(__name__)
+    path = args.params
+    if path is None and (root := find_project_root()) is not None and (root / PARAMS_NAME).is_file():
+        path = root / PARAMS_NAME
+    backbone = None
+    if path is not None:
+        train = read_params(path).get("train") or {}
+        backbone = train.get("backbone") if isinstance(train, dict) else None
+    prepared = load_prepared(out)
+    if backbone is not None and not str(backbone).startswith("s3://"):
+        backbone = str(backbone)
+        try:
+            tokenizer = tokenizer_for(backbone, prepared)
+        except (OSError, ValueError) as error:
+            logger.info("[UNK] rate not checked: no vocabulary of train.backbone %r here (%s)", backbone, error)
+            return None
+        own = backbone.startswith("small:")
+        vocabulary = f"the prepared {VOCAB_NAME}" if own else f"the {VOCAB_NAME} of backbone {backbone!r}"
+    elif backbone is None and prepared.vocab_path is not None:
+        tokenizer, vocabulary, backbone = build_tokenizer(prepared.vocab_path), f"the prepared {VOCAB_NAME}", "BACKBONE"
+    else:
+        logger.info("[UNK] rate not checked: train.backbone %s", "is on S3" if backbone else "is not set")
+        return None
+    texts = prepared.open_split(prepared.spec.train_split).texts()
+    vocabulary += f" ({len(tokenizer)} tokens)"
+    return report_unk_rate(tokenizer, texts, logger, vocabulary=vocabulary, backbone=backbone, prepared=out)
 
 
 def run_import_missing(args: argparse.Namespace) -> int:
