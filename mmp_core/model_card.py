@@ -63,15 +63,17 @@ def verify_card(backbone_dir: str | Path) -> str:
 
 # Parameters that only one corpus reads: the card lists only what applied.
 SCENE_ONLY = ("pairs", "heldout", "concept_mlm_probability", "hard_negatives")
+NOT_FOR_CAPTIONS = ("concept_mlm_probability", "itc_weight")  # ViLT's objectives only: one MLM rate, no ITC
 
 
 def applied_params(summary: dict) -> dict:
     """The pretraining parameters that applied: no scene counts or concept masking for a prepared corpus, no
-    `config` (the shape) when continuing from `init`, no `init` when starting from random weights."""
+    concept masking or contrast for generic captions, no `config` (the shape) when continuing from `init`, no
+    `init` when starting from random weights."""
     params = dict(summary["params"])
-    if params.get("corpus") == "prepared":
-        for key in SCENE_ONLY:
-            params.pop(key, None)
+    dropped = {"prepared": SCENE_ONLY, "captions": NOT_FOR_CAPTIONS}.get(params.get("corpus"), ())
+    for key in dropped:
+        params.pop(key, None)
     if params.get("init"):
         params.pop("config", None)
     elif "init" in params:
@@ -85,7 +87,9 @@ def render_card(summary: dict, probe: dict | None, data: dict) -> str:
     heldout = summary.get("heldout") or {}
     losses = (summary.get("history") or [heldout])[-1]
     minutes = summary["seconds"] / 60
-    lines = _own_head(summary, data) if own else _scenes_head(summary, data)
+    captions = params.get("corpus") == "captions"
+    head = _own_head if own else _captions_head if captions else _scenes_head
+    lines = head(summary, data)
     lines += [
         f"- {summary['steps']:,d} steps of {params['batch_size']} pairs ({params['epochs']} epochs), lr "
         f"{params['lr']}, {params['precision']}; {minutes:.1f} minutes on {data['machine']}.",
@@ -103,7 +107,7 @@ def render_card(summary: dict, probe: dict | None, data: dict) -> str:
         "",
         "## Held-out image-text matching",
         "",
-        *(_own_heldout(summary) if own else _scenes_heldout(heldout)),
+        *(_own_heldout(summary) if own else _scenes_heldout(heldout, "pictures" if captions else "scenes")),
         "",
         "| metric | value |",
         "|---|---|",
@@ -174,6 +178,28 @@ def _scenes_head(summary: dict, data: dict) -> list[str]:
     ]
 
 
+def _captions_head(summary: dict, data: dict) -> list[str]:
+    params, heldout = summary["params"], summary.get("heldout") or {}
+    return [
+        "# Generic backbone: a small ViLT pretrained on generic captioned pictures",
+        "",
+        f"{_shape(summary)} that stands in for `dandelin/vilt-b32-mlm` as ViLT was made: pretrained on generic "
+        "captions of generic pictures (the stand-in for COCO and Visual Genome: small shapes in named colours and "
+        "counts, a dark or bright background, stripes, a sun, a few place and action words), complete pairs only, "
+        "with image-text matching (hard negatives: one content fact changed) and whole-word masked language "
+        "modelling at one rate for every word; no image-text contrast and no single-modality inputs. Its captions "
+        "never use the embedded benchmark's genre cue words (they are in its vocabulary, never in its corpus) and "
+        "its pictures never show the benchmark's hearts, smiling face, ringed planet or checkerboard. It loads like "
+        "any downloaded checkpoint (`model.safetensors`, `config.json`, `vocab.txt`).",
+        "",
+        "## How it was made",
+        "",
+        _command(data),
+        f"- Corpus: {summary['pairs']:,d} generated generic captioned pictures (`corpus: {params['corpus']}`, seed "
+        f"{params['seed']}), plus {heldout.get('heldout_pairs', 0):,d} held-out pictures it never trained on.",
+    ]
+
+
 def _own_head(summary: dict, data: dict) -> list[str]:
     corpus, init = summary.get("corpus") or {}, summary.get("init")
     dataset = corpus.get("dataset", "?")
@@ -208,10 +234,10 @@ def _init_lines(init: dict | None) -> list[str]:
     ]
 
 
-def _scenes_heldout(heldout: dict) -> list[str]:
+def _scenes_heldout(heldout: dict, what: str = "scenes") -> list[str]:
     return [
-        f"On {heldout.get('heldout_pairs', 0):,d} scenes it never trained on: matching accuracy (half matched pairs, "
-        "a quarter hard negatives, a quarter another scene's text), accuracy against hard negatives alone, and "
+        f"On {heldout.get('heldout_pairs', 0):,d} {what} it never trained on: matching accuracy (half matched pairs, "
+        f"a quarter hard negatives, a quarter another {what[:-1]}'s text), accuracy against hard negatives alone, and "
         "image-to-text retrieval recall@1 among 100 candidate texts."
     ]
 

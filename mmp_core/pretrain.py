@@ -10,7 +10,9 @@ Three objectives on each batch of pairs, all through the one single-stream trans
     alone (the text fed as missing) are pulled together for a pair and apart across the batch. The single-
     modality inputs are exactly what the prompt model sees when a modality is missing.
 
-Pairs come from the generated scene corpus (`mmp_core.data.scenes`, hard negatives and concept words known) or
+Pairs come from the generated scene corpus (`mmp_core.data.scenes`, hard negatives and concept words known), from
+generic captioned pictures (`corpus: captions`, `mmp_core.data.captions`: ViLT's own recipe, ITM with hard
+negatives and whole-word MLM at one rate on complete pairs only, no ITC whatever `itc_weight` says) or
 from a prepared dataset's complete training pairs (`corpus: prepared`; in-batch negatives and plain MLM only,
 its validation split's complete pairs held out). Pretraining starts from random weights (`pretrain.config`) or
 continues from a pretrained backbone (`pretrain.init`, `mmp_core.pretrain_init`), and resumes from its latest
@@ -45,6 +47,7 @@ from mmp_core.pretrain_data import (
     HARD_NEGATIVE,
     MATCHED,
     OTHER_TEXT,
+    CaptionPairs,
     ScenePairs,
     collate_pairs,
     prepared_pairs,
@@ -155,10 +158,11 @@ def autocast(precision: str):
 
 def _corpus(params: PretrainParams, tokenizer, prepared_dir) -> tuple[torch.utils.data.Dataset, object, dict]:
     """(training pairs, held-out pairs or None, a description of both for the summary and the fingerprint)."""
-    if params.corpus == "scenes":
-        dataset = ScenePairs(params, tokenizer, part=0, size=params.pairs)
-        heldout = ScenePairs(params, tokenizer, part=1, size=params.heldout)
-        return dataset, heldout, {"kind": "scenes", "train_pairs": len(dataset), "heldout_pairs": len(heldout)}
+    if params.corpus in ("scenes", "captions"):
+        pairs = ScenePairs if params.corpus == "scenes" else CaptionPairs
+        dataset = pairs(params, tokenizer, part=0, size=params.pairs)
+        heldout = pairs(params, tokenizer, part=1, size=params.heldout)
+        return dataset, heldout, {"kind": params.corpus, "train_pairs": len(dataset), "heldout_pairs": len(heldout)}
     if prepared_dir is None:
         raise ValueError("pretrain.corpus 'prepared' needs a prepared dataset (--prepared)")
     from mmp_core.data import load_prepared
@@ -225,6 +229,10 @@ def pretrain(
     epoch's end, and removes the folder once the backbone is written."""
     torch.manual_seed(params.seed)
     init = None
+    if params.init and params.corpus == "captions":
+        raise ValueError(
+            "pretrain.init: continuing a backbone on corpus 'captions' is not supported; start from scratch"
+        )
     if params.init:
         from mmp_core.pretrain_init import init_model
 
@@ -256,7 +264,8 @@ def pretrain(
     total_steps = params.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(params.warmup_ratio * total_steps), total_steps)
-    hard_share = params.hard_negatives if params.corpus == "scenes" else 0.0
+    hard_share = params.hard_negatives if dataset.has_hard_negatives else 0.0
+    contrast = params.itc_weight > 0 and params.corpus != "captions"  # captions: complete pairs only, as ViLT
     empty_ids, empty_mask = empty_text(tokenizer, params.batch_size, 2)  # [CLS] [SEP]
     vocab = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])]
     fingerprint = pretrain_fingerprint(params, corpus, vocab, init)
@@ -296,7 +305,7 @@ def pretrain(
                     mlm_loss, itm_loss, accuracy = model(batch, kinds, mlm_inputs, mlm_labels)
                     loss = mlm_loss + itm_loss
                     itc_loss = torch.zeros(())
-                    if params.itc_weight:
+                    if contrast:
                         itc_loss = model.contrast(batch, empty_ids, empty_mask)
                         loss = loss + params.itc_weight * itc_loss
                 optimizer.zero_grad(set_to_none=True)
@@ -313,6 +322,8 @@ def pretrain(
                     checkpoint()
             _end_epoch(generator, len(dataset))
             record = {"epoch": epoch + 1, **{k: round(state.sums[k] / steps_per_epoch, 4) for k in _SUMS}}
+            if params.corpus == "captions":
+                del record["itc_loss"]  # never computed: no single-modality inputs
             if heldout is not None:
                 last = epoch == params.epochs - 1  # retrieval (100 candidates per query) only at the end
                 with autocast(params.precision):
@@ -363,6 +374,6 @@ def _warnings(summary: dict) -> list[str]:
     warning = chance_warning(summary["heldout"])
     if warning is None:
         return []
-    if summary["init"] is None:
+    if summary["init"] is None and summary["corpus"]["kind"] != "captions":  # captions: from scratch only
         return [f"{warning}; more pairs, more epochs, or continue from a pretrained backbone (--init DIR)"]
     return [f"{warning}; more epochs, or more pairs"]

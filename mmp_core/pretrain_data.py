@@ -1,5 +1,6 @@
-"""The pairs pretraining reads: generated captioned scenes (with their hard negatives and concept words) or a
-prepared dataset's complete training pairs, tokenised and collated."""
+"""The pairs pretraining reads: generated captioned scenes (with their hard negatives and concept words), generic
+captioned pictures (hard negatives, no concept words) or a prepared dataset's complete training pairs, tokenised
+and collated."""
 
 from __future__ import annotations
 
@@ -19,6 +20,18 @@ def scene_tokenizer():
     from transformers import BertTokenizer
 
     from mmp_core.data.scenes import vocabulary
+    from mmp_core.data.vocab import SPECIAL_TOKENS
+
+    vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *vocabulary()])}
+    return BertTokenizer(vocab=vocab, do_lower_case=True)
+
+
+def caption_tokenizer():
+    """The scene tokenizer's vocabulary (the shipped backbone's: every benchmark word keeps its id), then the
+    generic captions' words it lacks (`mmp_core.data.captions.vocabulary`)."""
+    from transformers import BertTokenizer
+
+    from mmp_core.data.captions import vocabulary
     from mmp_core.data.vocab import SPECIAL_TOKENS
 
     vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *vocabulary()])}
@@ -73,6 +86,40 @@ class ScenePairs(torch.utils.data.Dataset):
             "negative_ids": negative_ids,
             "negative_mask": negative_mask,
             "concept": torch.isin(ids, self.concept_ids),
+        }
+
+
+class CaptionPairs(ScenePairs):
+    """`size` generic captioned pictures of one corpus part (0 pretraining, 1 held out), rendered once into
+    memory: the items of `ScenePairs`, with a content-changing hard negative drawn afresh each epoch and no concept
+    words (`concept` all False: every word is masked with `mlm_probability`)."""
+
+    def __init__(self, params: PretrainParams, tokenizer, part: int, size: int, workers: int = 2):
+        from mmp_core.data import ImageConfig
+        from mmp_core.data.captions import CaptionsConfig, make_picture
+
+        self.params, self.tokenizer, self.part = params, tokenizer, part
+        self.image_config = ImageConfig.from_params(params.image)
+        config = CaptionsConfig(seed=params.seed)
+        with ThreadPoolExecutor(workers) as pool:
+            self.scenes = list(pool.map(lambda index: make_picture(config, part, index), range(size)))
+        self.epoch = 0
+
+    def __getitem__(self, index: int) -> dict:
+        from mmp_core.data.captions import hard_negative, render_caption
+        from mmp_core.data.images import load_pixels
+
+        picture, caption, image = self.scenes[index]
+        ids, mask = self.encode(render_caption(caption))
+        rng = np.random.default_rng([self.params.seed, 200 + self.part, index, self.epoch])
+        negative_ids, negative_mask = self.encode(render_caption(hard_negative(picture, caption, rng)))
+        return {
+            "pixel_values": torch.from_numpy(load_pixels(image, self.image_config)),
+            "input_ids": ids,
+            "attention_mask": mask,
+            "negative_ids": negative_ids,
+            "negative_mask": negative_mask,
+            "concept": torch.zeros_like(ids, dtype=torch.bool),
         }
 
 
