@@ -2,9 +2,13 @@
 
 - `in place` (max_parallel 1, the default): each stage runs in the project itself, one after the other.
 - `local` fan-out (max_parallel N): stages whose dependencies are done run at once, up to N, each in its own git
-  worktree sharing the project's DVC cache; the project then restores each from DVC's run-cache.
+  worktree sharing the project's DVC cache.
 - `workers`: each such stage is a run of the `mmp-stage` deployment on a Prefect work pool; the worker pushes its
-  outputs and run-cache to the DVC remote, and the project restores the stage from there.
+  outputs and run-cache to the DVC remote.
+
+Either way the isolated run returns the dvc.lock entry it produced: the project writes it into its dvc.lock and
+checks the outputs out (fetched first from the remote for a worker) by it, so a stage that ran elsewhere never runs
+again here, even where a committed dvc.lock names outputs that are in no cache (a fresh clone).
 
 DVC decides what runs: an up-to-date stage ends in a `Skipped` state, and a restored one is not run twice.
 """
@@ -23,11 +27,16 @@ from flows.tasks import run_dvc
 from mmp_core.workspaces import (
     LOCK_FILE,
     head_commit,
+    lock_entry,
+    lock_entry_from_markdown,
     snapshot_commit,
     stage_worktree,
     threads_per_stage,
     working_tree_changes,
+    write_lock_entry,
 )
+
+LOCK_ARTIFACT = "dvc-lock-entry"  # the key of the Prefect artifact a worker's stage run leaves its dvc.lock entry in
 
 
 @dataclass(frozen=True)
@@ -102,14 +111,16 @@ def dvc_stage(repo: str, stage: str, up_to_date: bool, upstream_ran: bool):
 def dvc_stage_in_worktree(repo: str, stage: str, commit: str, lock_text: str, upstream: tuple[str, ...],
                           threads: int) -> dict:  # fmt: skip
     """One stage in its own git worktree of `commit`, sharing the project's DVC cache: its upstream outputs are
-    checked out from that cache, and its outputs and run-cache entry land in it."""
+    checked out from that cache, and its outputs and run-cache entry land in it. Returns where it ran and its
+    dvc.lock entry (`lock`)."""
     started = time.time()
     with stage_worktree(Path(repo), commit, lock_text, label=stage) as workspace:
         if upstream:
             run_dvc(str(workspace), "checkout", *upstream)
         run_dvc(str(workspace), "repro", "--single-item", stage, env={"OMP_NUM_THREADS": str(threads)})
+        entry = lock_entry(workspace, stage)
     return {"stage": stage, "where": f"worktree ({threads} thread{'s' if threads > 1 else ''})",
-            "started": started, "finished": time.time()}  # fmt: skip
+            "started": started, "finished": time.time(), "lock": entry}  # fmt: skip
 
 
 @task(name="dvc-stage-worker", task_run_name="{stage} (worker)", cache_policy=NO_CACHE, retries=1)
@@ -132,19 +143,41 @@ def dvc_stage_on_worker(deployment: str, stage: str, commit: str, git_url: str, 
     started, finished = flow_run.start_time, flow_run.end_time
     return {"stage": stage, "where": flow_run.name.split(" on ", 1)[-1], "flow_run": str(flow_run.id),
             "started": started.timestamp() if started else None,
-            "finished": finished.timestamp() if finished else None}  # fmt: skip
+            "finished": finished.timestamp() if finished else None,
+            "lock": worker_lock_entry(flow_run.id, stage)}  # fmt: skip
+
+
+def worker_lock_entry(flow_run_id, stage: str) -> dict | None:
+    """The dvc.lock entry a worker's stage run left in its Prefect artifact; None if it left none (a worker of an
+    older checkout: the stage is then restored by DVC's run-cache)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[LOCK_ARTIFACT]),
+                                           flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
+        )  # fmt: skip
+    return lock_entry_from_markdown(stage, artifacts[-1].data) if artifacts else None
 
 
 @task(name="dvc-restore", task_run_name="restore {stage}", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def dvc_restore(repo: str, stage: str, from_remote: bool) -> bool:
-    """The stage's outputs into the project from DVC's run-cache (the shared cache, or fetched from the remote):
-    DVC checks them out and records them in dvc.lock without running the command. False when DVC ran it."""
-    if from_remote:
+def dvc_restore(repo: str, stage: str, from_remote: bool, entry: dict | None = None) -> bool:
+    """The stage's outputs into the project without running its command: `entry` (the dvc.lock entry of its
+    isolated run) written into the project's dvc.lock, its outputs fetched from the DVC remote when they are there
+    (`from_remote`), then `dvc repro` checks them out by it and records them. Without an entry, DVC's run-cache
+    (fetched from the remote) restores it. False when DVC ran it after all."""
+    if entry:
+        write_lock_entry(Path(repo), stage, entry)
+        if from_remote:
+            run_dvc(repo, "fetch", stage)  # by the entry just written
+    elif from_remote:
         run_dvc(repo, "fetch", "--run-cache", stage)
-    lines = run_dvc(repo, "repro", "--single-item", *(["--pull"] if from_remote else []), stage)
-    restored = not any("Running stage" in line for line in lines)  # from the run-cache, or pulled up to date
+    lines = run_dvc(repo, "repro", "--single-item", *(["--pull"] if from_remote and not entry else []), stage)
+    restored = not any("Running stage" in line for line in lines)  # checked out, or pulled up to date
     if not restored:
-        get_run_logger().warning("%s: not in the run-cache after its isolated run; DVC ran it in the project", stage)
+        by = "its dvc.lock entry" if entry else "DVC's run-cache"
+        get_run_logger().warning("%s: not restored by %s after its isolated run; DVC ran it in the project", stage, by)
     return restored
 
 
@@ -205,7 +238,7 @@ def run_stages(repo: str, max_parallel: int = 1, executor: str = "local", deploy
             for future in finished:
                 stage, started = running.pop(future)
                 placed[stage.name] = future.result()  # raises the stage's own error
-                dvc_restore(repo, stage.name, from_remote=executor == "workers")
+                dvc_restore(repo, stage.name, executor == "workers", placed[stage.name].pop("lock", None))
                 done[stage.name] = True
                 seconds[stage.name] = round(time.perf_counter() - started, 1)
                 logger.info("%s: ran in %s, restored into the project", stage.name, placed[stage.name]["where"])

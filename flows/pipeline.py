@@ -94,8 +94,9 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
     if params.push:
         dvc_push(params.repo)
     publish_prefect_artifacts(bundle, store, dashboard_url)
-    head = bundle.results[params.promote_method]["headline"]
-    metric = bundle.results[params.promote_method]["primary_metric"]
+    candidate = bundle.promote_method  # the method chosen (promote_method best: by validation score)
+    head = bundle.results[candidate]["headline"]
+    metric = bundle.results[candidate]["primary_metric"]
     summary = {
         "status": "promoted" if pointer else "published",
         "run_id": run_id,
@@ -103,7 +104,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
         "headline_sd": {
             method: (r.get("headline_sd") or {}).get(r["primary_metric"]) for method, r in bundle.results.items()
         },
-        "seeds": bundle.results[params.promote_method].get("seeds", []),
+        "seeds": bundle.results[candidate].get("seeds", []),
         "table_rate": TABLE_RATE,
         "table": scenario_table(bundle.results, TABLE_RATE, metric),
         "warnings": {
@@ -112,6 +113,8 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
             if (r.get("sanity") or {}).get("warnings")
         },
         "metric": metric,
+        "candidate": candidate,
+        "chosen": bundle.selection.reason if bundle.selection else None,
         "decision": decision.reason,
         "report": store.url_for(f"runs/{run_id}/report.html"),
         "dashboard": dashboard_url,
@@ -130,7 +133,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
         head[metric],
         head["missing_type"],
         100 * head["missing_rate"],
-        params.promote_method,
+        candidate,
         summary["status"],
     )
     return summary
@@ -184,6 +187,8 @@ def print_summary(summary: dict) -> None:
     if summary["status"] == "unchanged":
         print(f"Nothing changed since run {summary['run_id']}: no retraining, nothing published.")
         return
+    if candidate := summary.get("candidate"):  # which method was put up for champion, and why
+        print(f"Candidate: {candidate}" + (f", {summary['chosen']}" if summary.get("chosen") else ""))
     print(f"Run {summary['run_id']} ({summary['status']}): {summary['decision']}")
     seeds = summary.get("seeds") or []
     several = len(seeds) > 1

@@ -2,7 +2,8 @@
 
 The pipeline flow (executor `workers`) starts one run per stage. The worker clones the project at the flow's
 commit, pulls the stage's inputs from the DVC remote, runs the stage and pushes its outputs and its run-cache
-entry back, so that the pipeline restores the stage with `dvc repro` instead of running it again.
+entry back, and leaves the stage's dvc.lock entry in a Prefect artifact (key `dvc-lock-entry`): the pipeline writes it
+into its dvc.lock and fetches the outputs by it, so that `dvc repro` restores the stage instead of running it again.
 
     prefect worker start --pool mmp-process     # on each machine, in a checkout of this repository
 """
@@ -13,12 +14,14 @@ import os
 import socket
 
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from flows.dvc_stages import LOCK_ARTIFACT
 from flows.tasks import run_dvc
 from mmp_core.fileio import default_cache_dir
-from mmp_core.workspaces import stage_clone
+from mmp_core.workspaces import lock_entry, lock_entry_markdown, stage_clone
 
 
 def worker_name() -> str:
@@ -67,5 +70,9 @@ def stage(stage: str, commit: str, git_url: str, lock_text: str, upstream: list[
             pull_inputs(str(workspace), upstream)
         run_dvc(str(workspace), "repro", "--single-item", stage)
         push_run(str(workspace), stage)
+        entry = lock_entry(workspace, stage)
+    # What the pipeline restores the stage by (a flow run's return value does not reach it without shared result
+    # storage; an artifact is kept by the Prefect server, and shown in its UI).
+    create_markdown_artifact(lock_entry_markdown(stage, entry), key=LOCK_ARTIFACT, description=f"{stage}: dvc.lock")
     get_run_logger().info("%s: done on %s", stage, worker_name())
-    return {"stage": stage, "worker": worker_name(), "workspace": workspace.name}
+    return {"stage": stage, "worker": worker_name(), "workspace": workspace.name, "lock": entry}

@@ -239,7 +239,9 @@ def publish_prefect_artifacts(bundle: RunBundle, store: ArtifactStore, dashboard
         markdown=(
             f"# mmp run `{bundle.run_id}`\n\n"
             f"Headline ({method}, {head['missing_type']} missing at {head['missing_rate']:.0%}): "
-            f"**{metric} {head[metric]:.4f}**\n\n## Promotion\n\n{bundle.decision.to_markdown()}\n\n"
+            f"**{metric} {head[metric]:.4f}**\n\n"
+            + (f"Candidate **{method}**: {bundle.selection.reason}\n\n" if bundle.selection else "")
+            + f"## Promotion\n\n{bundle.decision.to_markdown()}\n\n"
             f"[report]({store.url_for(f'runs/{bundle.run_id}/report.html')}) · [dashboard]({dashboard_url})\n"
         ),
     )

@@ -28,8 +28,16 @@ def _report_key(manifest: Mapping) -> str | None:
     return "report.html" if "report.html" in keys else next((k for k in keys if k.endswith("report.html")), None)
 
 
+def _candidate(manifest: Mapping, method: str | None) -> str | None:
+    """The run's candidate (the method it put up for champion), else `method`."""
+    meta = manifest.get("metadata", {})
+    return meta["promote_method"] if meta.get("promote_method") in (meta.get("headline") or {}) else method
+
+
 def _headline_value(manifest: Mapping, method: str | None) -> float | None:
+    """The headline of the run's candidate (else of `method`)."""
     headlines = manifest.get("metadata", {}).get("headline") or {}
+    method = _candidate(manifest, method)
     entry = headlines.get(method) if method else None
     if entry is None and len(headlines) == 1:
         entry = next(iter(headlines.values()))
@@ -56,7 +64,7 @@ def _history_chart(manifests: Sequence[Mapping], history: Sequence[Mapping], met
             xs.append(i)
             ys.append(value)
     if xs:
-        ax.plot(xs, ys, "o", color="#888", label=f"run headline ({method or 'method'})")
+        ax.plot(xs, ys, "o", color="#888", label="run headline (its candidate)")
     # Champion after each run: the latest promotion whose run is at or before that run.
     champ_x, champ_y, current = [], [], None
     promotions = {e["run_id"]: _entry_value(e) for e in history if e.get("run_id") in index}
@@ -95,7 +103,7 @@ def render_dashboard(store: ArtifactStore) -> str:
     if latest is not None:
         meta = latest.get("metadata", {})
         metric = metric or meta.get("primary_metric")
-        method = method or ("input" if "input" in (meta.get("headline") or {}) else None)
+        method = method or _candidate(latest, None)
     metric = metric or "f1_macro"
 
     parts = ["<h1>mmp dashboard</h1>", f"<p class='muted'>store: <code>{_esc(store.location)}</code></p>"]
@@ -105,6 +113,8 @@ def render_dashboard(store: ArtifactStore) -> str:
             f"<p id='champion'>Champion: <b data-run-id='{_esc(champion['run_id'])}'>{_esc(champion['run_id'])}</b>"
             f" ({_esc(method)}, {_esc(metric)} {_fmt(value)}), since {_esc(champion.get('updated_at'))}</p>"
         )
+        if chosen := champion.get("metrics", {}).get("chosen"):  # why this method was the run's candidate
+            parts.append(f"<p id='champion-chosen'>{_esc(method)} chosen by {_esc(chosen)}</p>")
     else:
         parts.append("<p id='champion' class='muted'>No champion yet.</p>")
 
@@ -156,12 +166,13 @@ def render_dashboard(store: ArtifactStore) -> str:
                 f"<td class='l'>{_opt(meta.get('params_fingerprint'))}</td>"
                 f"<td class='l'>{_opt((meta.get('git_commit') or '')[:12])}</td>"
                 f"<td>{_fmt(_headline_value(manifest, method))}</td><td class='l'>{_opt(status)}</td>"
+                f"<td class='l'>{_opt(_candidate(manifest, None))}</td>"
                 f"<td class='l'>{link}</td></tr>"
             )
         parts.append(
             "<table id='runs'><tr><th class='l'>run</th><th class='l'>created</th><th class='l'>data version</th>"
             f"<th class='l'>params</th><th class='l'>commit</th><th>headline {_esc(metric)}</th>"
-            f"<th class='l'>status</th><th class='l'></th></tr>{''.join(rows)}</table>"
+            f"<th class='l'>status</th><th class='l'>candidate</th><th class='l'></th></tr>{''.join(rows)}</table>"
         )
     else:
         parts.append("<p class='muted'>No published runs yet.</p>")

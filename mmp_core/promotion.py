@@ -216,3 +216,75 @@ def decide_promotion(
     return PromotionDecision(
         promote=promote, reason=reason, champion_value=old_head, challenger_value=new_head, rows=rows, **common
     )
+
+
+# ---------------------------------------------------------------------------------------------- the run's candidate
+BEST = "best"  # promote_method: the method with the best validation score is the run's candidate
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which method is a run's candidate for champion, and why. `scores`: each method's validation score (the
+    mean over training seeds of the best validation score, the one its adapter was kept for); `setting`: the
+    validation split's missing setting; `headline`: the test headline cell it is compared with."""
+
+    method: str
+    rule: str  # "best", or the method named
+    metric: str
+    scores: dict[str, float | None]
+    setting: str  # e.g. both@0.7
+    headline: str
+
+    @property
+    def reason(self) -> str:
+        scores = ", ".join(f"{m} {_fmt(v)}" for m, v in self.scores.items())
+        where = (
+            f"validation split at {self.setting}, the headline cell"
+            if self.setting == self.headline
+            else f"validation split at {self.setting}, not the headline cell {self.headline}"
+        )
+        if self.rule == BEST:
+            return f"best validation {self.metric} {_fmt(self.scores[self.method])} of {scores} ({where})"
+        return f"named by promote_method (validation {self.metric}: {scores}; {where})"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "reason": self.reason}
+
+
+def _setting(missing_type: Any, missing_rate: Any) -> str:
+    return f"{missing_type}@{float(missing_rate):g}"
+
+
+def validation_score(metrics: Mapping[str, Any]) -> float | None:
+    """A method's validation score (a metrics.json of `mmp aggregate`): the mean over its training seeds of each
+    seed's best validation score (`per_seed.<seed>.best_val_<metric>`); None when it has none."""
+    key = f"best_val_{metrics['primary_metric']}"
+    values = [seed.get(key) for seed in (metrics.get("per_seed") or {}).values()]
+    if not values or any(v is None or not math.isfinite(float(v)) for v in values):
+        return None
+    return sum(float(v) for v in values) / len(values)
+
+
+def choose_candidate(
+    results: Mapping[str, Mapping[str, Any]], rule: str, validation: Mapping[str, Any] | None = None
+) -> Selection:
+    """The run's candidate: the method named by `rule`, or for `rule="best"` the one whose validation score is
+    best (the first of `results` on a tie); the test split is never looked at. `validation`: the validation
+    split's missing setting (train.val_missing: {type, rate}), said in the reason next to the headline cell."""
+    first = next(iter(results.values()))
+    metric, head = first["primary_metric"], first["headline"]
+    headline = _setting(head["missing_type"], head["missing_rate"])
+    setting = _setting(validation["type"], validation["rate"]) if validation else "its training setting"
+    scores = {method: validation_score(m) for method, m in results.items()}
+    if rule != BEST:
+        if rule not in results:
+            raise ValueError(f"promote_method {rule!r} is not one of the run's methods {list(results)}")
+        return Selection(rule, rule, metric, scores, setting, headline)
+    missing = [method for method, score in scores.items() if score is None]
+    if missing:
+        raise ValueError(
+            f"promote_method best: no validation {metric} (per_seed best_val_{metric} in results/<method>/"
+            f"metrics.json) for {', '.join(missing)}; run `dvc repro` (its aggregate stage) or name a method"
+        )
+    best = max(scores, key=lambda method: (scores[method], -list(scores).index(method)))
+    return Selection(best, BEST, metric, scores, setting, headline)

@@ -20,7 +20,14 @@ import yaml
 
 from mmp_core.artifact_store import ArtifactStore, ChampionMovedError
 from mmp_core.fileio import atomic_write_json, atomic_write_text
-from mmp_core.promotion import PromotionDecision, build_run_metadata, decide_promotion, headline_summary
+from mmp_core.promotion import (
+    PromotionDecision,
+    Selection,
+    build_run_metadata,
+    choose_candidate,
+    decide_promotion,
+    headline_summary,
+)
 from mmp_core.report import load_run_results, render_report
 from mmp_core.seeds import SEEDS_DIR
 
@@ -108,10 +115,11 @@ class RunBundle:
     metadata: dict
     decision: PromotionDecision
     results: dict[str, dict]
-    promote_method: str
+    promote_method: str  # the run's candidate: the method chosen (see `selection`)
     report_path: Path
     tolerance: float = 0.01  # the promotion rule's, kept to judge again if the champion moves
     require_learning: bool = True
+    selection: Selection | None = None  # which method is the candidate, and why
 
 
 def assemble_run(
@@ -125,9 +133,12 @@ def assemble_run(
     versions: Versions,
     require_learning: bool = True,
 ) -> RunBundle:
-    """Compare the new results with the champion, render the report, and list the files to publish."""
+    """Choose the run's candidate (`promote_method`: a method, or "best": the best validation score), compare it
+    with the champion, render the report, and list the files to publish."""
     repo = Path(repo)
     results = collect_results(repo, methods)
+    selection = choose_candidate(results, promote_method, validation_setting(repo / "params.yaml"))
+    promote_method = selection.method
     champion = store.get_champion()
     decision = judge(store, champion, results[promote_method], tolerance, require_learning)
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -138,6 +149,7 @@ def assemble_run(
         git_commit=versions.git_commit,
         created_at=created_at,
         promote_method=promote_method,
+        selection=selection.to_dict(),
         champion_before=champion["run_id"] if champion else None,
         promotion={"promote": decision.promote, "reason": decision.reason},
     )
@@ -172,19 +184,30 @@ def assemble_run(
     if missing:
         raise FileNotFoundError(f"cannot publish run {run_id}: missing {', '.join(missing)}")
     return RunBundle(
-        run_id, files, metadata, decision, results, promote_method, report_path, tolerance, require_learning
+        run_id, files, metadata, decision, results, promote_method, report_path, tolerance, require_learning, selection
     )
+
+
+def validation_setting(params_file: Path) -> dict:
+    """The validation split's missing setting ({type, rate}): params.yaml's train.val_missing (its default when
+    absent)."""
+    from mmp_core.config import ScenarioParams
+
+    document = yaml.safe_load(params_file.read_text()) if params_file.is_file() else None
+    raw = ((document or {}).get("train") or {}).get("val_missing") or {}
+    return ScenarioParams.model_validate(raw).model_dump()
 
 
 def judge(
     store: ArtifactStore, champion: dict | None, challenger: dict, tolerance: float, require_learning: bool
 ) -> PromotionDecision:
-    """The promotion rule for `challenger` (a method's metrics.json) against the champion pointer `champion`.
+    """The promotion rule for `challenger` (a method's metrics.json) against the champion pointer `champion`: the
+    champion's own method (the model deployed), whichever method the challenger is.
 
     A champion whose stored results fail their checksums raises (never "no champion"). A challenger flagged
     as not learning is not promoted when `require_learning`."""
     champion_results = load_run_results(store, champion["run_id"]) if champion else {}
-    method = challenger.get("method")
+    method = ((champion or {}).get("metrics") or {}).get("method") or challenger.get("method")
     if champion and method not in champion_results:
         raise ValueError(f"champion {champion['run_id']!r} has no results for method {method!r} in the store")
     decision = decide_promotion(
@@ -222,9 +245,10 @@ def promote(store: ArtifactStore, bundle: RunBundle, attempts: int = 5) -> tuple
         if not decision.promote:
             return None, decision
         try:
-            pointer = store.set_champion(
-                bundle.run_id, headline_summary(challenger), reason=decision.reason, expected=expected
-            )
+            metrics = headline_summary(challenger)
+            if bundle.selection is not None:  # which method, and why: the dashboard shows it
+                metrics["chosen"] = bundle.selection.reason
+            pointer = store.set_champion(bundle.run_id, metrics, reason=decision.reason, expected=expected)
             return pointer, decision
         except ChampionMovedError as moved:
             expected = moved.expected  # the next attempt sees the pointer has moved and judges again

@@ -296,13 +296,14 @@ def render_report(results: Mapping[str, Mapping], run_info: Mapping[str, Any]) -
     """The run's self-contained HTML report.
 
     `run_info`: the run's provenance (run_id, created_at, data_version, params_fingerprint, git_commit, ... any
-    other scalar is listed too) and optionally "promotion" (a `PromotionDecision` or its `to_dict()`).
+    other scalar is listed too) and optionally "promotion" (a `PromotionDecision` or its `to_dict()`) and
+    "selection" (the candidate and why: `Selection.to_dict()`).
     """
     if not results:
         raise ValueError("render_report needs the results of at least one method")
     metric = _primary_metric(results)
     run_info = dict(run_info)
-    promotion = run_info.pop("promotion", None)
+    promotion, selection = run_info.pop("promotion", None), run_info.pop("selection", None)
     info = {k: run_info[k] for k in _INFO_KEYS if run_info.get(k) is not None}
     info.setdefault("dataset", next(iter(results.values())).get("dataset"))
     for key, value in run_info.items():
@@ -340,6 +341,9 @@ def render_report(results: Mapping[str, Mapping], run_info: Mapping[str, Any]) -
         items = "".join(f"<li>{_esc(w)}</li>" for w in warnings)
         parts.append(f"<h2>Does it learn?</h2><ul id='sanity' class='bad'>{items}</ul>")
 
+    if selection:  # which method is the run's candidate, and why (never from the test split)
+        parts.append(f"<h2>Candidate</h2><p id='candidate' data-method='{_esc(selection['method'])}'><b>"
+                     f"{_esc(selection['method'])}</b>: {_esc(selection['reason'])}</p>")  # fmt: skip
     if promotion is not None:
         parts.append("<h2>Promotion</h2>" + _promotion_html(promotion))
 

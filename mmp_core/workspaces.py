@@ -1,6 +1,8 @@
 """Isolated workspaces for one DVC stage: the project's files at one git commit, checked out beside the project
 (a git worktree on this machine, a clone on a worker), where a stage runs without taking the project's DVC lock.
-Its outputs come back through DVC's cache and run-cache, so the project restores the stage instead of rerunning it.
+The run's dvc.lock entry comes back with it: the project writes it into its own dvc.lock and checks the outputs out
+(or fetches them from the DVC remote) by its hashes, so the stage never runs again there. (By DVC's run-cache alone,
+a committed dvc.lock whose outputs are in no cache, as on a fresh clone, would win, and DVC would run it again.)
 
 Nothing here talks to Prefect: the flows run DVC in these workspaces and decide what runs where.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +19,8 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+import yaml
 
 from mmp_core.publish import git_commit
 
@@ -171,3 +176,37 @@ def threads_per_stage(max_parallel: int) -> int:
     """CPU threads for each of `max_parallel` stages running at once on this machine (torch's intra-op pool):
     they share the cores instead of oversubscribing them."""
     return max(1, (os.cpu_count() or 1) // max(1, max_parallel))
+
+
+def lock_entry(workspace: Path, stage: str) -> dict:
+    """`stage`'s entry in the dvc.lock of `workspace` (after its run there: the hashes of what it made)."""
+    lock = yaml.safe_load((Path(workspace) / LOCK_FILE).read_text()) or {}
+    entry = (lock.get("stages") or {}).get(stage)
+    if not entry:
+        raise ValueError(f"{workspace}: its dvc.lock has no entry for stage {stage!r} after the stage ran")
+    return entry
+
+
+def write_lock_entry(repo: Path, stage: str, entry: dict) -> None:
+    """`entry` as `stage`'s entry of the project's dvc.lock, every other entry as it was (as DVC writes it)."""
+    from dvc.utils.serialize import modify_yaml
+
+    with modify_yaml(Path(repo) / LOCK_FILE) as data:
+        if not data:
+            data.update({"schema": "2.0"})  # first, as DVC writes it
+        data["stages"] = data.get("stages") or {}
+        data["stages"][stage] = entry
+
+
+def lock_entry_markdown(stage: str, entry: dict) -> str:
+    """A stage run's dvc.lock entry as markdown (a worker's Prefect artifact, read back by `lock_entry_from_markdown`)."""
+    text = yaml.safe_dump({stage: entry}, sort_keys=False)
+    return f"dvc.lock entry of `{stage}`, the outputs this run made:\n\n```yaml\n{text}```\n"
+
+
+def lock_entry_from_markdown(stage: str, markdown: str) -> dict:
+    found = re.search(r"```yaml\n(.*?)```", markdown, re.DOTALL)
+    entry = (yaml.safe_load(found.group(1)) or {}).get(stage) if found else None
+    if not entry:
+        raise ValueError(f"no dvc.lock entry of stage {stage!r} in: {markdown[:200]!r}")
+    return entry

@@ -1,6 +1,7 @@
 """Fan-out: the pipeline's independent stages at once, in git worktrees on this machine and on two Prefect
 workers through an S3 DVC remote, end with the same adapters and metrics as the in-process run. Every run uses
-one CPU thread per stage, the setting in which training is bitwise reproducible."""
+one CPU thread per stage, the setting in which training is bitwise reproducible. Both start as a fresh clone
+does: a committed dvc.lock whose trained outputs are in no cache, and every stage runs once, where it was sent."""
 
 from __future__ import annotations
 
@@ -51,25 +52,55 @@ def outcome(project: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sequential(tmp_path_factory) -> dict:
+def sequential_project(tmp_path_factory) -> Path:
     """The in-process pipeline, one stage after the other, in the project itself."""
     root = tmp_path_factory.mktemp("sequential")
     project = make_project(root / "project", "http://127.0.0.1:9")
     log = pipeline(project, root / "store")
     assert "worktree" not in log
-    return outcome(project)
+    return project
 
 
-def test_local_fan_out_runs_stages_in_worktrees_and_matches_the_sequential_run(tmp_path, sequential):
+@pytest.fixture(scope="module")
+def sequential(sequential_project) -> dict:
+    return outcome(sequential_project)
+
+
+def commit_lock_made_elsewhere(project: Path, lock: Path) -> None:
+    """`lock` (the sequential run's dvc.lock) committed into `project` as if its trainings had run on another
+    machine: the hashes of their outputs (and the evaluations' record of them) changed, so no cache has those
+    outputs, as on a fresh clone of a project whose dvc.lock someone else committed."""
+    text = lock.read_text()
+    for name, entry in yaml.safe_load(text)["stages"].items():
+        if name.startswith("train@"):
+            for out in entry["outs"]:
+                text = text.replace(out["md5"], "0" * 8 + out["md5"][8:])
+    (project / "dvc.lock").write_text(text)
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "commit", "-qm", "dvc.lock of a run elsewhere", "dvc.lock"], cwd=project, check=True)
+
+
+def runs_of(log: str, stage: str) -> int:
+    """How many times DVC ran `stage`'s command (in the project, a worktree or a worker whose log this is)."""
+    return log.count(f"Running stage '{stage}'")
+
+
+def test_local_fan_out_runs_stages_in_worktrees_and_matches_the_sequential_run(tmp_path, sequential,
+                                                                              sequential_project):  # fmt: skip
     project = make_project(tmp_path / "project", "http://127.0.0.1:9")
+    commit_lock_made_elsewhere(project, sequential_project / "dvc.lock")
     (project / "NOTES.md").write_text("an uncommitted file: the worktrees see the working tree as it is\n")
     log = pipeline(project, tmp_path / "store", "--max-parallel", "3")
 
-    # The three trainings, then the three evaluations, ran in worktrees (one thread each) and were restored.
+    # The three trainings, then the three evaluations, ran in worktrees (one thread each) and were restored by
+    # the dvc.lock entry each run produced: not run again in the project, whatever the committed dvc.lock said.
     for method in METHODS:
         for stage in (f"train@{method}-0", f"evaluate@{method}-0"):
             assert f"Task run '{stage} (worktree)' - Finished in state Completed" in log, log[-3000:]
             assert f"{stage}: ran in worktree (1 thread), restored into the project" in log
+            assert runs_of(log, stage) == 1, f"{stage} ran {runs_of(log, stage)} times"
+            assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in log
+    assert "DVC ran it in the project" not in log
     assert "on worktree (1 thread): " in log
     assert outcome(project) == sequential, "fan-out changed an adapter or a metric"
 
@@ -118,8 +149,9 @@ def test_seeds_are_set_in_params_yaml_keeping_everything_else(tmp_path):
 
 def test_a_failing_stage_fails_the_flow_with_its_own_error_and_publishes_nothing(tmp_path):
     project = make_project(tmp_path / "project", "http://127.0.0.1:9")
-    params = (project / "params.yaml").read_text()
-    (project / "params.yaml").write_text(params.replace("prompt_length: 6", "prompt_length: -6"))
+    # The backbone's weights are garbage: preflight sees a backbone directory, and the trainings fail in their
+    # worktrees when they load it (generate and prepare, which read only its vocabulary, run).
+    (project / "backbones" / "embedded" / "model.safetensors").write_bytes(b"not a safetensors file" * 100)
     result = subprocess.run(
         [sys.executable, "-m", "flows.pipeline", "--repo", str(project), "--store", str(tmp_path / "store"),
          "--no-require-learning", "--max-parallel", "2"],
@@ -127,7 +159,9 @@ def test_a_failing_stage_fails_the_flow_with_its_own_error_and_publishes_nothing
     )  # fmt: skip
     log = result.stdout + result.stderr
     assert result.returncode == 1, log[-3000:]
-    assert "prompt_length" in result.stderr, result.stderr[-3000:]
+    # The stage's own error, from inside its worktree.
+    assert "SafetensorError: Error while deserializing header" in result.stderr, result.stderr[-3000:]
+    assert "failed to reproduce 'train@" in result.stderr and "/.dvc/tmp/workspaces/train-" in result.stderr
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("manifest.json"))
     worktrees = subprocess.run(["git", "worktree", "list"], cwd=project, capture_output=True, text=True).stdout
     assert len(worktrees.splitlines()) == 1, worktrees
@@ -218,9 +252,11 @@ def work_pool(prefect_server, tmp_path, aws_test_env):
     moto.stop()
 
 
-def test_workers_run_the_stages_concurrently_and_match_the_in_process_run(tmp_path, work_pool, sequential):
+def test_workers_run_the_stages_concurrently_and_match_the_in_process_run(tmp_path, work_pool, sequential,
+                                                                         sequential_project):  # fmt: skip
     env, endpoint, workers = work_pool
     project = make_project(tmp_path / "project", endpoint)
+    commit_lock_made_elsewhere(project, sequential_project / "dvc.lock")
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     subprocess.run([*git, "commit", "-qam", "the DVC remote"], cwd=project, check=True)  # workers clone commits
     store = f"s3://{ARTIFACTS}/team"
@@ -244,6 +280,12 @@ def test_workers_run_the_stages_concurrently_and_match_the_in_process_run(tmp_pa
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
     assert outcome(project) == sequential, "the workers changed an adapter or a metric"
+    # Each stage ran on a worker only: the project restored it by the dvc.lock entry the worker's run left.
+    for method in METHODS:
+        for stage in (f"train@{method}-0", f"evaluate@{method}-0"):
+            assert runs_of(log, stage) == 0, f"{stage} ran in the project too"
+            assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in log, log[-3000:]
+    assert "DVC ran it in the project" not in log
 
     # Each fanned-out stage was a run of the stage deployment; the trainings ran on both workers at once.
     runs = [r for r in stage_runs(env) if r["state"] == "COMPLETED"]

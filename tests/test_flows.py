@@ -138,6 +138,13 @@ def test_retrain_publishes_then_skips_then_judges_a_data_change(tmp_path, s3):
     assert store.get_champion()["run_id"] == runs[0]
     dashboard = client.get_object(Bucket=ARTIFACTS, Key="team/dashboard/index.html")["Body"].read().decode()
     assert runs[0] in dashboard
+    # promote_method best (the default): the candidate is the best validation score, said everywhere.
+    selection = manifest["metadata"]["selection"]
+    assert selection["rule"] == "best" and manifest["metadata"]["promote_method"] == selection["method"]
+    assert f"Candidate: {selection['method']}, best validation f1_macro " in out, out
+    assert "(validation split at both@0.7, the headline cell)" in out
+    assert store.get_champion()["metrics"]["method"] == selection["method"]
+    assert "id='champion-chosen'" in dashboard
     remote = client.list_objects_v2(Bucket=DVC_BUCKET, Prefix="cache/")
     assert remote.get("KeyCount", 0) > 0, "dvc push sent the pipeline outputs to the S3 remote"
 
