@@ -80,7 +80,10 @@ def measure_shape(name: str, steps: int, batch_override: int | None) -> list[dic
     for method, prompt_type in METHODS.items():
         torch.manual_seed(0)
         model = MissingAwarePromptModel(
-            backbone, MissingAwarePromptConfig(task="multilabel", num_labels=23, prompt_type=prompt_type)
+            backbone,
+            MissingAwarePromptConfig(
+                task="multilabel", num_labels=23, prompt_type=prompt_type, missing_aware=method != "shared"
+            ),
         )
         data = SyntheticSplit(batch * (steps + 1), text_len, side, backbone.config.vocab_size, 23, seed=1)
         data.table = np.arange(len(data)) % 3

@@ -88,7 +88,9 @@ def synchronize(device: torch.device) -> None:
 
 def measure(args, method: str, backbone, device, dtype) -> dict:
     prompt_type = METHODS[method]
-    config = MissingAwarePromptConfig(task="multilabel", num_labels=23, prompt_type=prompt_type)
+    config = MissingAwarePromptConfig(
+        task="multilabel", num_labels=23, prompt_type=prompt_type, missing_aware=method != "shared"
+    )
     torch.manual_seed(0)
     model = MissingAwarePromptModel(backbone, config).to(device, dtype)
     model.attention_implementation = args.attention

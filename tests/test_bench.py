@@ -16,8 +16,8 @@ def test_gpu_bench_runs_at_a_tiny_shape_and_reports_mfu():
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if re.match(r"\| (baseline|attention|input) \|", line)]
-    assert [row.split("|")[1].strip() for row in rows] == ["baseline", "attention", "input"]
+    rows = [line for line in result.stdout.splitlines() if re.match(r"\| (baseline|attention|input|shared) \|", line)]
+    assert [row.split("|")[1].strip() for row in rows] == ["baseline", "attention", "input", "shared"]
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         train_rate, train_mfu = float(cells[2]), cells[4]
