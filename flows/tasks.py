@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from mmp_core.artifact_store import ArtifactStore
 from mmp_core.dashboard import write_dashboard
 from mmp_core.fileio import atomic_write_text
+from mmp_core.params_file import read_methods
 from mmp_core.promotion import PromotionDecision
 from mmp_core.publish import RunBundle, Versions, assemble_run, project_versions
 from mmp_core.publish import promote as promote_run
@@ -156,7 +157,7 @@ def assemble(repo: str, store: ArtifactStore, params, run_id: str, versions: Ver
     return assemble_run(
         repo,
         store,
-        methods=tuple(params.methods),
+        methods=tuple(params.methods or read_methods(Path(repo) / "params.yaml")),
         promote_method=params.promote_method,
         tolerance=params.tolerance,
         require_learning=params.require_learning,

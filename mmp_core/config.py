@@ -329,7 +329,9 @@ class PipelineParams(Section):
         default_factory=lambda: os.environ.get("MMP_S3_ENDPOINT_URL") or None,
         description="S3-compatible server, e.g. http://127.0.0.1:5055 (default: $MMP_S3_ENDPOINT_URL)",
     )
-    methods: tuple[MethodName, ...] = ("baseline", "attention", "input")
+    methods: tuple[MethodName, ...] | None = Field(
+        None, description="methods to publish (default: params.yaml's `methods`, the ones DVC trains)"
+    )
     promote_method: MethodName | Literal["best"] = Field("best", description="candidate: best validation, or a method")
     tolerance: float = Field(0.01, ge=0.0, le=1.0, description="largest allowed drop in any grid cell")
     require_learning: bool = Field(
@@ -386,7 +388,7 @@ class PipelineParams(Section):
 
     @model_validator(mode="after")
     def _promoted_method_runs(self) -> PipelineParams:
-        if not self.methods or self.promote_method not in (*self.methods, "best"):
+        if self.methods is not None and (not self.methods or self.promote_method not in (*self.methods, "best")):
             raise ValueError(f"promote_method {self.promote_method!r} must be one of methods {[*self.methods]} or best")
         return self
 

@@ -164,3 +164,14 @@ def read_seeds(path: str | Path | None = None) -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: seeds lists a seed twice: {seeds}")
     return tuple(seeds)
+
+
+def read_methods(path: str | Path | None = None) -> tuple[str, ...]:
+    """params.yaml's top-level `methods`: the methods DVC trains (absent: all of them)."""
+    from mmp_core.config import METHODS
+
+    path = params_path(path)
+    methods = read_params(path).get("methods", list(METHODS))
+    if not isinstance(methods, list) or not methods or any(m not in METHODS for m in methods):
+        raise ValueError(f"{path}: methods must be a non-empty list of {', '.join(METHODS)}; got {methods!r}")
+    return tuple(methods)

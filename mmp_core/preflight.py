@@ -35,7 +35,6 @@ def check_params(params_file: Path) -> tuple[Check, dict | None]:
     """params.yaml parses, has only known sections (a misspelt one named, with a suggestion) and each section
     validates against its schema. Returns the row and the document (None when invalid)."""
     from mmp_core.config import (
-        METHODS,
         EvaluateParams,
         GenerateParams,
         PipelineParams,
@@ -43,7 +42,7 @@ def check_params(params_file: Path) -> tuple[Check, dict | None]:
         PretrainParams,
         TrainParams,
     )
-    from mmp_core.params_file import read_params, read_seeds, validate_section
+    from mmp_core.params_file import read_methods, read_params, read_seeds, validate_section
 
     models = {"generate": GenerateParams, "prepare": PrepareParams, "pretrain": PretrainParams,
               "train": TrainParams, "evaluate": EvaluateParams, "pipeline": PipelineParams}  # fmt: skip
@@ -52,11 +51,7 @@ def check_params(params_file: Path) -> tuple[Check, dict | None]:
         for section, model in models.items():
             if section in document:
                 validate_section(document, section, model, str(params_file))
-        methods = document.get("methods", list(METHODS))
-        if not isinstance(methods, list) or not methods or any(m not in METHODS for m in methods):
-            raise ValueError(
-                f"{params_file}: methods must be a non-empty list of {', '.join(METHODS)}; got {methods!r}"
-            )
+        read_methods(params_file)
         read_seeds(params_file)
     except (OSError, ValueError) as error:
         return Check("params", FAILED, one_line(error)), None
