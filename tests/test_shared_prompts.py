@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 from mmp_core.backbone import load_backbone
 from mmp_core.commands import METHOD_CHOICES
 from mmp_core.config import METHODS, PipelineParams, TrainParams
+from mmp_core.params_file import read_methods
 from mmp_core.prompts import ADAPTER_CONFIG_NAME, MissingAwarePromptConfig, MissingAwarePromptModel
 from tests.test_prompts import make_batch, seeded_logits
 
@@ -45,7 +47,8 @@ def test_shared_is_a_method_everywhere_methods_are_listed():
     assert "shared" in METHODS and "shared" in METHOD_CHOICES
     pipeline = PipelineParams(methods=["baseline", "shared"], promote_method="shared")
     assert pipeline.methods == ("baseline", "shared") and pipeline.promote_method == "shared"
-    assert "shared" not in PipelineParams().methods  # not run unless asked for
+    assert PipelineParams().methods is None  # the flow publishes what params.yaml trains
+    assert "shared" not in read_methods(Path(__file__).resolve().parents[1] / "params.yaml")  # not run unless asked
     assert TrainParams().shared_prompt_type == "attention"
     assert TrainParams(shared_prompt_type="input").shared_prompt_type == "input"
     with pytest.raises(ValueError, match="shared_prompt_type"):
