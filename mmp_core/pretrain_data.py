@@ -49,16 +49,21 @@ class ScenePairs(torch.utils.data.Dataset):
     has_hard_negatives = True
 
     def __init__(self, params: PretrainParams, tokenizer, part: int, size: int, workers: int = 2):
-        from mmp_core.data import ImageConfig
         from mmp_core.data.scenes import CONCEPT_WORDS, ScenesConfig, make_scene
+
+        config = ScenesConfig(seed=params.seed)
+        self._render(params, tokenizer, part, size, workers, lambda index: make_scene(config, part, index))
+        vocab = tokenizer.get_vocab()
+        self.concept_ids = torch.tensor(sorted(vocab[w] for w in CONCEPT_WORDS if w in vocab))
+
+    def _render(self, params: PretrainParams, tokenizer, part: int, size: int, workers: int, make) -> None:
+        """Render `size` pairs of corpus part `part` once into memory, `make(index)` each."""
+        from mmp_core.data import ImageConfig
 
         self.params, self.tokenizer, self.part = params, tokenizer, part
         self.image_config = ImageConfig.from_params(params.image)
-        config = ScenesConfig(seed=params.seed)
         with ThreadPoolExecutor(workers) as pool:
-            self.scenes = list(pool.map(lambda index: make_scene(config, part, index), range(size)))
-        vocab = tokenizer.get_vocab()
-        self.concept_ids = torch.tensor(sorted(vocab[w] for w in CONCEPT_WORDS if w in vocab))
+            self.scenes = list(pool.map(make, range(size)))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -72,20 +77,26 @@ class ScenePairs(torch.utils.data.Dataset):
         return torch.tensor(encoded["input_ids"]), torch.tensor(encoded["attention_mask"])
 
     def __getitem__(self, index: int) -> dict:
-        from mmp_core.data.images import load_pixels
         from mmp_core.data.scenes import hard_negative, render_text
 
         scene, mentions, image = self.scenes[index]
-        ids, mask = self.encode(render_text(mentions))
         rng = np.random.default_rng([self.params.seed, self.part, index, self.epoch])
-        negative_ids, negative_mask = self.encode(render_text(hard_negative(scene, mentions, rng)))
-        return {
+        negative = render_text(hard_negative(scene, mentions, rng))
+        ids, item = self._pair(image, render_text(mentions), negative)
+        return {**item, "concept": torch.isin(ids, self.concept_ids)}
+
+    def _pair(self, image: bytes, text: str, negative: str) -> tuple[torch.Tensor, dict]:
+        """The text's ids, and the item's tensors but `concept`: pixels, text and its hard negative encoded."""
+        from mmp_core.data.images import load_pixels
+
+        ids, mask = self.encode(text)
+        negative_ids, negative_mask = self.encode(negative)
+        return ids, {
             "pixel_values": torch.from_numpy(load_pixels(image, self.image_config)),
             "input_ids": ids,
             "attention_mask": mask,
             "negative_ids": negative_ids,
             "negative_mask": negative_mask,
-            "concept": torch.isin(ids, self.concept_ids),
         }
 
 
@@ -95,32 +106,19 @@ class CaptionPairs(ScenePairs):
     words (`concept` all False: every word is masked with `mlm_probability`)."""
 
     def __init__(self, params: PretrainParams, tokenizer, part: int, size: int, workers: int = 2):
-        from mmp_core.data import ImageConfig
         from mmp_core.data.captions import CaptionsConfig, make_picture
 
-        self.params, self.tokenizer, self.part = params, tokenizer, part
-        self.image_config = ImageConfig.from_params(params.image)
         config = CaptionsConfig(seed=params.seed)
-        with ThreadPoolExecutor(workers) as pool:
-            self.scenes = list(pool.map(lambda index: make_picture(config, part, index), range(size)))
-        self.epoch = 0
+        self._render(params, tokenizer, part, size, workers, lambda index: make_picture(config, part, index))
 
     def __getitem__(self, index: int) -> dict:
         from mmp_core.data.captions import hard_negative, render_caption
-        from mmp_core.data.images import load_pixels
 
         picture, caption, image = self.scenes[index]
-        ids, mask = self.encode(render_caption(caption))
         rng = np.random.default_rng([self.params.seed, 200 + self.part, index, self.epoch])
-        negative_ids, negative_mask = self.encode(render_caption(hard_negative(picture, caption, rng)))
-        return {
-            "pixel_values": torch.from_numpy(load_pixels(image, self.image_config)),
-            "input_ids": ids,
-            "attention_mask": mask,
-            "negative_ids": negative_ids,
-            "negative_mask": negative_mask,
-            "concept": torch.zeros_like(ids, dtype=torch.bool),
-        }
+        negative = render_caption(hard_negative(picture, caption, rng))
+        ids, item = self._pair(image, render_caption(caption), negative)
+        return {**item, "concept": torch.zeros_like(ids, dtype=torch.bool)}
 
 
 def collate_pairs(samples: list[dict]) -> dict[str, torch.Tensor]:
