@@ -13,10 +13,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mmp_core.missing import DEFAULT_RATES, MISSING_TYPES, MissingScenario
 
-METHODS: dict[str, str] = {"baseline": "none", "attention": "attention", "input": "input", "shared": "attention"}
+METHODS: dict[str, str] = {
+    "baseline": "none",
+    "attention": "attention",
+    "input": "input",
+    "shared": "attention",
+    "finetune": "none",
+}
 """Method name (as in the paper's tables) -> prompt_type. `shared` is the paper's ablation: ONE prompt set for
 every missing type (MissingAwarePromptConfig.missing_aware=False), at the level `train.shared_prompt_type`
-chooses (attention, the value here, by default)."""
+chooses (attention, the value here, by default). `finetune` is the reference row: no prompts, the whole backbone
+trains (MissingAwarePromptConfig.train_backbone) at `train.backbone_lr`, under `train.finetune_deepspeed_config`."""
+REFERENCE_METHODS = ("baseline", "finetune")
+"""The rows prompts are judged against: the frozen backbone (floor) and the fine-tuned one (ceiling)."""
 MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]
 """One of METHODS' names, for the schema's fields."""
 
@@ -204,6 +213,11 @@ class TrainParams(Section):
         description="peak learning rate of the pooler and the task head (unset: lr, as in the paper); the head "
         "over frozen features needs a smaller one than the prompts",
     )
+    backbone_lr: float = Field(
+        1e-4,
+        gt=0,
+        description="method finetune: peak learning rate of the backbone's weights (the pooler and head keep head_lr)",
+    )
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(2e-2, ge=0, description="on weights and prompts, not on biases and norms")
@@ -212,7 +226,14 @@ class TrainParams(Section):
         5, gt=0, description="validations (and checkpoints) per epoch, at most 50 over the whole budget"
     )
     deepspeed_config: str = Field(
-        "infra/deepspeed/zero0.json", description="DeepSpeed JSON (ZeRO stage 0 or 2) in infra/deepspeed"
+        "infra/deepspeed/zero0.json",
+        description="DeepSpeed JSON of the prompt methods and the baseline (ZeRO stage 0 or 2)",
+    )
+    finetune_deepspeed_config: str = Field(
+        "infra/deepspeed/zero2.json",
+        description="DeepSpeed JSON of method finetune: ZeRO stage 2 partitions its optimizer state and gradients "
+        "over the processes; stage 3 (infra/deepspeed/zero3.json) also partitions the weights, for backbones that "
+        "do not fit one device",
     )
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto",

@@ -100,29 +100,35 @@ def deepspeed_config(path: str | Path, params: TrainParams, world_size: int) -> 
     return config
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
+def parameter_groups(
+    model: nn.Module, weight_decay: float, head_lr: float | None = None, backbone_lr: float | None = None
+) -> list[dict]:
     """Trainable parameters only: decayed (weights, prompts) and not (biases, norms).
 
-    With `head_lr`, the pooler and head (every trainable parameter but the prompts) get that learning rate in
-    groups of their own, and the prompts keep the optimizer's: a head over frozen features diverges at the
-    prompts' rate. Empty groups are left out.
+    With `head_lr`, the pooler and head get that learning rate in groups of their own, and the prompts keep the
+    optimizer's: a head over frozen features diverges at the prompts' rate. With `backbone_lr`, a trained
+    backbone's weights (method finetune) get theirs. Empty groups are left out.
     """
     no_decay_ids = set()
     for module in model.modules():
         if isinstance(module, nn.LayerNorm):
             no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
-    groups: dict[tuple[bool, bool], list] = {}
+    rates = {"prompts": None, "head": head_lr, "backbone": backbone_lr if backbone_lr is not None else head_lr}
+    groups: dict[tuple[str, bool], list] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         decayed = not (name.endswith(".bias") or id(parameter) in no_decay_ids)
-        is_head = head_lr is not None and name != "prompts"
-        groups.setdefault((is_head, decayed), []).append(parameter)
+        part = "prompts" if name == "prompts" else "backbone" if name.startswith("backbone.") else "head"
+        if rates[part] is None:
+            part = "prompts"  # no rate of its own: the optimizer's
+        groups.setdefault((part, decayed), []).append(parameter)
     ordered = []
-    for is_head, decayed in ((False, True), (False, False), (True, True), (True, False)):
-        if (is_head, decayed) in groups:
-            group = {"params": groups[is_head, decayed], "weight_decay": weight_decay if decayed else 0.0}
-            ordered.append({**group, "lr": head_lr} if is_head else group)
+    for part in ("prompts", "head", "backbone"):
+        for decayed in (True, False):
+            if (part, decayed) in groups:
+                group = {"params": groups[part, decayed], "weight_decay": weight_decay if decayed else 0.0}
+                ordered.append({**group, "lr": rates[part]} if rates[part] is not None else group)
     return ordered
 
 

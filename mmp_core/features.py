@@ -54,6 +54,8 @@ def frozen_features_off(model, enabled: bool) -> str | None:
         return "train.frozen_features is false"
     if model.prompts is not None:
         return "prompts change the backbone's output"
+    if model.config.train_backbone:
+        return "the backbone trains"
     return live_reason(model.backbone)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mmp_core.artifact_store import ArtifactStore
-from mmp_core.config import METHODS
+from mmp_core.config import METHODS, REFERENCE_METHODS
 
 METHOD_ORDER = tuple(METHODS)  # the order of the paper's tables
 TYPE_ORDER = ("text", "image", "both")
@@ -169,7 +169,7 @@ def prompt_margins(table: Mapping[str, Mapping[str, Sequence]], baseline: str = 
     {column: {"method", "margin", "sd", "clear"}}. `sd` is the larger of the two methods' standard deviations over
     seeds (None without seeds) and `clear` says whether the lead is more than two of them (None without an sd).
     Empty when the table has no baseline or no prompt method."""
-    prompts = [m for m in table if m != baseline]
+    prompts = [m for m in table if m != baseline and m not in REFERENCE_METHODS]  # finetune is no prompt method
     if baseline not in table or not prompts:
         return {}
     margins = {}

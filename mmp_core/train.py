@@ -117,6 +117,7 @@ def build_model(params: TrainParams, method: str, task: str, num_labels: int) ->
         num_labels=num_labels,
         prompt_type=params.shared_prompt_type if shared else METHODS[method],
         missing_aware=not shared,
+        train_backbone=method == "finetune",
         prompt_length=params.prompt_length,
         prompt_layers=params.prompt_layers,
     )
@@ -170,7 +171,10 @@ def train(
     params = params.model_copy(update={"precision": resolve_precision(params.precision, hidden_size=hidden_size)})
     metric_name = PRIMARY_METRIC[data.task]
     fingerprint = training_fingerprint(params, method, data.data_checksum)
-    ds_config = deepspeed_config(params.deepspeed_config, params, world_size)
+    finetune = model.config.train_backbone
+    ds_config = deepspeed_config(
+        params.finetune_deepspeed_config if finetune else params.deepspeed_config, params, world_size
+    )
     accumulation = ds_config["gradient_accumulation_steps"]
 
     train_set = data.train_dataset
@@ -187,7 +191,10 @@ def train(
     val_interval = validation_interval(steps_per_epoch, total_steps, params.val_per_epoch)
 
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, params.weight_decay, params.head_lr), lr=params.lr, betas=params.betas, eps=params.eps
+        parameter_groups(model, params.weight_decay, params.head_lr, params.backbone_lr if finetune else None),
+        lr=params.lr,
+        betas=params.betas,
+        eps=params.eps,
     )
     engine, _, _, scheduler = deepspeed.initialize(
         model=model,
@@ -199,7 +206,7 @@ def train(
     )
     dtype = torch.bfloat16 if engine.bfloat16_enabled() else torch.float32
     device = engine.device
-    if model.prompts is None:
+    if model.prompts is None and not finetune:
         data = _on_frozen_features(model, data, params, dtype, method, rank)
         train_set = data.train_dataset
 
@@ -210,10 +217,11 @@ def train(
     if rank == 0:
         logger.info(
             "[%s] %d train samples, %d process(es), micro batch %d, accumulation %d, %d steps/epoch: %d steps "
-            "(%d epochs), validation every %d, early stop after %s; lr %g (prompts), %g (pooler and head), %s; %s",
+            "(%d epochs), validation every %d, early stop after %s; lr %s, %g (pooler and head), %s, ZeRO stage %d; %s",
             method, len(train_set), world_size, params.batch_size, accumulation, steps_per_epoch, total_steps,
-            epochs, val_interval, f"{params.patience} without progress" if params.patience else "never", params.lr,
-            params.head_lr or params.lr, params.precision,
+            epochs, val_interval, f"{params.patience} without progress" if params.patience else "never",
+            f"{params.backbone_lr:g} (backbone)" if finetune else f"{params.lr:g} (prompts)",
+            params.head_lr or params.lr, params.precision, ds_config.get("zero_optimization", {}).get("stage", 0),
             f"resuming at step {state.global_step}" if state.global_step else "starting fresh",
         )  # fmt: skip
         model.print_trainable_parameters()

@@ -213,3 +213,6 @@ def test_scenario_table_and_prompt_margins_say_whether_prompts_beat_the_baseline
     assert not any(m["clear"] for m in with_sd(0.06).values())  # 0.10 is within two sd of 0.06
     assert "both: input +0.1000 (sd 0.0600; within 2 sd)" in render_report(results, {"run_id": "r1"})
     assert prompt_margins({"input": table["input"]}) == {}  # no baseline: nothing to compare
+    # The fine-tuned reference row leads everything, but it is no prompt method.
+    with_finetune = {**table, "finetune": {c: [v[0] + 0.5, None] for c, v in table["input"].items()}}
+    assert {m["method"] for m in prompt_margins(with_finetune).values()} == {"input"}

@@ -30,6 +30,9 @@ class MissingAwarePromptConfig:
         missing_aware: True: one prompt set per missing type, chosen by each sample's missing type (the paper's
             method); False: ONE prompt set that every sample gets whatever is missing (the `shared` method, the
             paper's ablation). Ignored by prompt_type `none`.
+        train_backbone: False: the backbone is frozen (every prompt method and the baseline). True: the whole
+            backbone trains with the pooler and head (the `finetune` reference row, prompt_type `none` only); its
+            adapter then holds the full fine-tuned state.
         task: `multilabel` (sigmoid/BCE), `multiclass` (softmax/CE) or `binary` (softmax over 2 logits).
         num_labels: output size of the head; 2 for `binary`.
     """
@@ -41,6 +44,7 @@ class MissingAwarePromptConfig:
     prompt_layers: tuple[int, ...] = field(default=(0, 1, 2, 3, 4, 5))
     prompt_init: str = "reference"
     missing_aware: bool = True
+    train_backbone: bool = False
 
     def __post_init__(self) -> None:
         # Lists from JSON/YAML become tuples so the config stays hashable and frozen.
@@ -57,6 +61,12 @@ class MissingAwarePromptConfig:
             raise ValueError(f"task 'binary' uses 2 logits (softmax), so num_labels must be 2, got {self.num_labels}")
         if not isinstance(self.missing_aware, bool):
             raise ValueError(f"missing_aware must be true or false, got {self.missing_aware!r}")
+        if not isinstance(self.train_backbone, bool):
+            raise ValueError(f"train_backbone must be true or false, got {self.train_backbone!r}")
+        if self.train_backbone and self.prompt_type != "none":
+            raise ValueError(
+                "train_backbone (full fine-tuning) takes prompt_type 'none': a trained backbone needs no prompts"
+            )
         if self.task == "multiclass" and self.num_labels < 2:
             raise ValueError(f"task 'multiclass' needs num_labels >= 2, got {self.num_labels}")
         if self.prompt_type == "none":

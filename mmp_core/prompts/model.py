@@ -22,7 +22,7 @@ from torch import nn
 from transformers import ViltModel
 
 from mmp_core import __version__
-from mmp_core.backbone import backbone_fingerprint
+from mmp_core.backbone import backbone_fingerprint, fingerprint
 from mmp_core.fileio import atomic_write, atomic_write_json
 from mmp_core.prompts.config import (
     NUM_MISSING_TYPES,
@@ -37,7 +37,8 @@ _BACKBONE_SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_hea
 
 
 class MissingAwarePromptModel(nn.Module):
-    """Frozen ViLT + missing-aware prompts + trainable pooler + task head.
+    """Frozen ViLT + missing-aware prompts + trainable pooler + task head; or, with `config.train_backbone`, the
+    whole ViLT trained with the pooler and head (full fine-tuning, the reference prompts are measured against).
 
     Args:
         backbone: a `ViltModel` (frozen here if it is not already).
@@ -56,8 +57,10 @@ class MissingAwarePromptModel(nn.Module):
             raise ValueError("the backbone has no pooler; load it with add_pooling_layer=True")
         self.config = config
         self.backbone = backbone
+        # The weights this model starts from, recorded in its adapter (a fine-tuned backbone's own change).
+        self.backbone_fingerprint = backbone_fingerprint(backbone)
         for parameter in self.backbone.parameters():
-            parameter.requires_grad_(False)
+            parameter.requires_grad_(config.train_backbone)
         hidden_size = backbone_config.hidden_size
         if config.prompt_type == "none":
             self.register_parameter("prompts", None)
@@ -98,8 +101,8 @@ class MissingAwarePromptModel(nn.Module):
                 prompts nothing trainable sits inside the backbone, so its output can be computed once.
         """
         if frozen_cls is not None:
-            if self.prompts is not None:
-                raise ValueError("frozen_cls feeds the baseline only: prompts change the backbone's output")
+            if self.prompts is not None or self.config.train_backbone:
+                raise ValueError("frozen_cls feeds the baseline only: prompts or training change the backbone's output")
             return self.head(self.pooler(frozen_cls[:, None, :]))
         hidden, num_prompt_tokens = self._hidden_states(
             input_ids, attention_mask, pixel_values, pixel_mask, missing_type
@@ -117,8 +120,8 @@ class MissingAwarePromptModel(nn.Module):
         missing_type: torch.Tensor,
     ) -> torch.Tensor:
         """(B, H): the frozen backbone's final, layer-normed text [CLS] state, what the baseline's pooler reads."""
-        if self.prompts is not None:
-            raise ValueError("the backbone's output depends on the trained prompts: only the baseline has frozen_cls")
+        if self.prompts is not None or self.config.train_backbone:
+            raise ValueError("the backbone's output depends on what is trained: only the baseline has frozen_cls")
         return self._hidden_states(input_ids, attention_mask, pixel_values, pixel_mask, missing_type)[0][:, 0]
 
     def _hidden_states(self, input_ids, attention_mask, pixel_values, pixel_mask, missing_type):
@@ -260,12 +263,19 @@ class MissingAwarePromptModel(nn.Module):
 
     # ------------------------------------------------------------------ parameters
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every tensor that is not the frozen backbone's: prompts, pooler, head."""
-        return {name: tensor for name, tensor in self.state_dict().items() if not name.startswith("backbone.")}
+        """Every tensor that is not the frozen backbone's: prompts, pooler, head; with a trained backbone, all."""
+        state = self.state_dict()
+        if self.config.train_backbone:
+            return state
+        return {name: tensor for name, tensor in state.items() if not name.startswith("backbone.")}
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in self.parameters())
+        # ZeRO stage 3 leaves each parameter an empty placeholder and records its full size as ds_numel.
+        def size(p: nn.Parameter) -> int:
+            return getattr(p, "ds_numel", p.numel())
+
+        trainable = sum(size(p) for p in self.parameters() if p.requires_grad)
+        total = sum(size(p) for p in self.parameters())
         return trainable, total
 
     def num_prompt_parameters(self) -> int:
@@ -288,7 +298,8 @@ class MissingAwarePromptModel(nn.Module):
             "prompt_config": self.config.to_dict(),
             "backbone": {
                 "name_or_path": backbone_config._name_or_path,
-                "fingerprint": backbone_fingerprint(self.backbone),
+                # The weights training started from; a fine-tuned adapter carries its own backbone tensors.
+                "fingerprint": self.backbone_fingerprint,
                 **{field: getattr(backbone_config, field) for field in _BACKBONE_SHAPE_FIELDS},
             },
         }
@@ -351,8 +362,16 @@ class MissingAwarePromptModel(nn.Module):
                 f"weights (fingerprint {str(recorded.get('fingerprint'))[:12]}…); pass allow_backbone_mismatch=True "
                 "to load it anyway"
             )
+        if config.train_backbone:
+            # The adapter replaces the backbone's weights: on a copy, so that a backbone shared with other
+            # adapters (evaluate, predict) stays what it was.
+            backbone = copy.deepcopy(backbone)
         model = cls(backbone, config)
         model.load_adapter_weights(Path(directory) / ADAPTER_WEIGHTS_NAME)
+        if config.train_backbone:
+            # Whatever is cached by the backbone's fingerprint (frozen features) must not mistake these weights
+            # for the ones they started from.
+            backbone.mmp_fingerprint = fingerprint(backbone)
         return model
 
     def load_adapter_weights(self, path: Path) -> None:
