@@ -29,6 +29,7 @@ from flows.tasks import (
     versions_of,
 )
 from mmp_core.config import PipelineParams
+from mmp_core.paired import format_paired, paired_table
 from mmp_core.publish import new_run_id, unchanged_since
 from mmp_core.report import TABLE_RATE, lead_verdict, prompt_margins, scenario_table
 from mmp_core.workspaces import default_git_url
@@ -107,6 +108,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008 -
         "seeds": bundle.results[candidate].get("seeds", []),
         "table_rate": TABLE_RATE,
         "table": scenario_table(bundle.results, TABLE_RATE, metric),
+        "paired": paired_table(bundle.results, TABLE_RATE),
         "warnings": {
             method: r["sanity"]["warnings"]
             for method, r in bundle.results.items()
@@ -209,6 +211,17 @@ def print_summary(summary: dict) -> None:
             # What the method is for: do the prompts beat the frozen baseline beyond the seeds' noise?
             leads = [f"{c} {m['method']} {m['margin']:+.4f} ({lead_verdict(m, '>')})" for c, m in margins.items()]
             print("  best prompts vs baseline: " + ", ".join(leads))
+    paired = summary.get("paired") or {}
+    if several and paired:
+        # Seed by seed on the same test samples: the difference's own interval, not two methods' spreads.
+        print("  paired with the baseline (mean difference over seeds, 95% t-interval, verdict):")
+        for method, columns in paired.items():
+            cells = "; ".join(f"{column} {format_paired(cell)}" for column, cell in columns.items())
+            print(f"  {method:<10} {cells}")
+            recovered = {c: cell["gap_recovered"] for c, cell in columns.items() if cell["gap_recovered"] is not None}
+            if recovered:
+                print(f"  {'':<10} baseline→finetune gap recovered: "
+                      + ", ".join(f"{c} {value:.0%}" for c, value in recovered.items()))  # fmt: skip
     for method, warnings in (summary.get("warnings") or {}).items():
         for warning in warnings:
             print(f"  WARNING {method}: {warning}")

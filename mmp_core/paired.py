@@ -9,7 +9,7 @@ that resamples the same sample indices for both methods). `verdict` reads either
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -204,3 +204,76 @@ def gap_recovered(baseline: float, method: float, finetune: float) -> float | No
     if gap <= 0:
         return None
     return (method - baseline) / gap
+
+
+# ---------------------------------------------------------------------------------------------- results tables
+def cell_values(document: Mapping, missing_type: str, rate: float) -> dict[str, float]:
+    """{seed: primary metric} of one grid cell of a results document (`mmp evaluate`'s, or `mmp aggregate`'s
+    with `per_seed_grid`); a single evaluation counts as one seed, named "single". Empty when the grid lacks it."""
+    metric = document["primary_metric"]
+    for index, row in enumerate(document.get("grid", [])):
+        if row["missing_type"] == missing_type and math.isclose(row["missing_rate"], rate):
+            per_seed = document.get("per_seed_grid")
+            if per_seed:
+                return {seed: values[index] for seed, values in per_seed.items()}
+            return {"single": row[metric]}
+    return {}
+
+
+def paired_table(
+    results: Mapping[str, Mapping],
+    rate: float,
+    types: Sequence[str] = ("text", "image", "both"),
+    baseline: str = "baseline",
+    reference: str = "finetune",
+    confidence: float = 0.95,
+) -> dict:
+    """Every method against the baseline, seed by seed, per column (each missing type at `rate`, and "complete").
+
+    Returns {method: {column: {"mean", "low", "high", "verdict", "seeds", "gap_recovered"}}}: the mean paired
+    difference over the seeds both methods were evaluated with, its Student-t interval (`seed_interval`; None
+    below two seeds), the `verdict` and the share of the baseline -> `reference` gap it recovers (on the seed
+    means; None for the reference itself or where there is no gap). Empty without a baseline.
+    """
+    if baseline not in results:
+        return {}
+    columns = [(t, t, rate) for t in types] + [("complete", types[0], 0.0)]
+    table: dict = {}
+    for method, document in results.items():
+        if method == baseline:
+            continue
+        row = {}
+        for column, missing_type, cell_rate in columns:
+            base = cell_values(results[baseline], missing_type, cell_rate)
+            own = cell_values(document, missing_type, cell_rate)
+            seeds = sorted(set(base) & set(own))
+            if not seeds:
+                continue
+            mean, low, high = seed_interval([own[s] - base[s] for s in seeds], confidence)
+            recovered = None
+            if reference in results and method != reference:
+                tuned = cell_values(results[reference], missing_type, cell_rate)
+                if tuned:
+                    recovered = gap_recovered(
+                        float(np.mean(list(base.values()))),
+                        float(np.mean(list(own.values()))),
+                        float(np.mean(list(tuned.values()))),
+                    )
+            row[column] = {
+                "mean": mean,
+                "low": low,
+                "high": high,
+                "verdict": verdict(low, high),
+                "seeds": len(seeds),
+                "gap_recovered": recovered,
+            }
+        if row:
+            table[method] = row
+    return table
+
+
+def format_paired(cell: Mapping, digits: int = 3) -> str:
+    """`+0.012 [-0.003, +0.027] within`, or `+0.012 (one seed)` without an interval."""
+    if cell["low"] is None:
+        return f"{cell['mean']:+.{digits}f} ({cell['seeds']} seed{'s' if cell['seeds'] != 1 else ''}, no interval)"
+    return f"{cell['mean']:+.{digits}f} [{cell['low']:+.{digits}f}, {cell['high']:+.{digits}f}] {cell['verdict']}"

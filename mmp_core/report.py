@@ -19,6 +19,7 @@ from typing import Any
 
 from mmp_core.artifact_store import ArtifactStore
 from mmp_core.config import METHODS, REFERENCE_METHODS
+from mmp_core.paired import format_paired, paired_table
 
 METHOD_ORDER = tuple(METHODS)  # the order of the paper's tables
 TYPE_ORDER = ("text", "image", "both")
@@ -207,6 +208,32 @@ def _margins_html(margins: Mapping[str, Mapping]) -> str:
     )
 
 
+def _paired_html(paired: Mapping[str, Mapping]) -> str:
+    """Each method minus the baseline, seed by seed on the same test samples: mean, 95% t-interval, verdict, and
+    the share of the baseline -> finetune gap recovered. Nothing when no method shares two seeds with the baseline."""
+    if not any(cell["low"] is not None for columns in paired.values() for cell in columns.values()):
+        return ""
+    columns = list(next(iter(paired.values())))
+    head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
+    rows = []
+    for method, cells in paired.items():
+        tds = []
+        for column in columns:
+            cell = cells.get(column)
+            if cell is None:
+                tds.append("<td>-</td>")
+                continue
+            gap = "" if cell["gap_recovered"] is None else f"<br>{cell['gap_recovered']:.0%} of the gap"
+            tds.append(f"<td data-verdict='{cell['verdict']}'>{_esc(format_paired(cell))}{gap}</td>")
+        rows.append(f"<tr><td class='l'>{_esc(method)}</td>{''.join(tds)}</tr>")
+    return (
+        "<p>Paired with the baseline: each method minus the baseline on the same seeds and test samples, the mean "
+        "difference with its 95% Student-t interval over seeds; ahead or behind when the interval excludes 0, and "
+        "the share of the baseline → finetune gap recovered:</p>"
+        f"<table id='paired'><tr><th class='l'>method</th>{head}</tr>{''.join(rows)}</table>"
+    )
+
+
 def _with_sd(value: float | None, sd: float | None) -> str:
     return _fmt(value) if sd is None or value is None else f"{_fmt(value)} ± {_fmt(sd)}"
 
@@ -356,6 +383,7 @@ def render_report(results: Mapping[str, Mapping], run_info: Mapping[str, Any]) -
     parts.append("</div>")
     parts.append(f"<h2>At {TABLE_RATE:.0%} missing</h2>" + _rate_table_html(results, TABLE_RATE, metric, "table-70"))
     parts.append(_margins_html(prompt_margins(scenario_table(results, TABLE_RATE, metric))))
+    parts.append(_paired_html(paired_table(results, TABLE_RATE)))
     parts.append("<h2>Full grids</h2>")
     for method in methods:
         parts.append(f"<details><summary>{_esc(method)}</summary>{_grid_table_html(results[method], metric)}</details>")

@@ -8,6 +8,8 @@ layout as a single evaluation, every metric the mean over seeds, plus:
 - `seeds`: the seeds folded in; `headline_sd` and `grid_sd`: the sample standard deviation of every metric
   (0 for one seed), so a difference between methods can be read against the seed noise;
 - `per_seed`: each seed's headline value, its best validation score and its sanity verdict;
+- `per_seed_grid`: {seed: the primary metric of every grid cell, in grid order}: what paired comparisons of two
+  methods seed by seed read (mmp_core.paired.paired_table);
 - `adapter_seed`: the seed whose adapter is published for the method — the one with the best *validation*
   score (model selection never looks at the test split);
 - `sanity`: the published seed's check against the label prior, plus a warning per other seed that failed it.
@@ -89,6 +91,7 @@ def aggregate_documents(documents: Mapping[int, dict], train_summaries: Mapping[
         }
         for s in seeds
     }
+    per_seed_grid = {str(s): [row[metric] for row in documents[s]["grid"]] for s in seeds}
     sanity = dict(documents[adapter_seed].get("sanity") or {})
     if sanity:
         others = [
@@ -106,6 +109,7 @@ def aggregate_documents(documents: Mapping[int, dict], train_summaries: Mapping[
         "grid_sd": list(grid_sd),
         "seeds": seeds,
         "per_seed": per_seed,
+        "per_seed_grid": per_seed_grid,
         "adapter_seed": adapter_seed,
         "sanity": sanity,
     }

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mmp_core.paired import bootstrap_interval, gap_recovered, metric, seed_interval, verdict
+from mmp_core.paired import (
+    bootstrap_interval,
+    format_paired,
+    gap_recovered,
+    metric,
+    paired_table,
+    seed_interval,
+    verdict,
+)
+from mmp_core.seeds import aggregate_documents
 
 
 def accuracy(scores, labels):
@@ -156,3 +165,83 @@ def test_verdict_rejects_reversed_bounds():
 def test_gap_recovered(baseline, method, finetune, expected):
     result = gap_recovered(baseline, method, finetune)
     assert result == (None if expected is None else pytest.approx(expected))
+
+
+def seeded_document(method: str, values_by_seed: dict[int, dict[tuple[str, float], float]]) -> dict:
+    """As `mmp aggregate` folds per-seed evaluation documents: the real fold, on constructed grids."""
+    documents, summaries = {}, {}
+    for seed, cells in values_by_seed.items():
+        grid = [{"missing_type": t, "missing_rate": r, "f1_macro": v} for (t, r), v in cells.items()]
+        documents[seed] = {"method": method, "dataset": "d", "task": "multilabel", "primary_metric": "f1_macro",
+                           "train_setting": {}, "headline": grid[0], "grid": grid}  # fmt: skip
+        summaries[seed] = {"best_val_f1_macro": 0.5}
+    return aggregate_documents(documents, summaries)
+
+
+def cells(text: float, image: float, both: float, complete: float) -> dict:
+    return {("text", 0.0): complete, ("text", 0.7): text, ("image", 0.7): image, ("both", 0.7): both}
+
+
+def test_paired_table_pairs_seeds_and_reads_the_gap_to_finetune():
+    base = [0.50, 0.52, 0.48]
+    results = {
+        # +0.10 on every seed for text (interval [0.1, 0.1]: ahead); image differences 0.02, -0.02, 0.0 (within)
+        "attention": seeded_document(
+            "attention", {s: cells(b + 0.10, b + d, b, b + 0.2) for s, (b, d) in enumerate(zip(base, (0.02, -0.02, 0)))}
+        ),
+        "baseline": seeded_document("baseline", {s: cells(b, b, b, b + 0.2) for s, b in enumerate(base)}),
+        "finetune": seeded_document("finetune", {s: cells(b + 0.20, b, b - 0.01, b + 0.3) for s, b in enumerate(base)}),
+    }
+    table = paired_table(results, 0.7)
+    assert set(table) == {"attention", "finetune"}
+    text = table["attention"]["text"]
+    assert text["mean"] == pytest.approx(0.10) and text["seeds"] == 3
+    assert (text["low"], text["high"]) == (pytest.approx(0.10), pytest.approx(0.10))
+    assert text["verdict"] == "ahead"
+    assert text["gap_recovered"] == pytest.approx(0.5)  # 0.10 of finetune's 0.20
+    image = table["attention"]["image"]
+    half = stats.t.ppf(0.975, 2) * 0.02 / math.sqrt(3)
+    assert image["mean"] == pytest.approx(0.0, abs=1e-12) and image["high"] == pytest.approx(half)
+    assert image["verdict"] == "within" and image["gap_recovered"] is None  # finetune does not beat the baseline
+    assert table["attention"]["both"]["verdict"] == "within"
+    assert table["attention"]["complete"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert table["finetune"]["both"]["verdict"] == "behind" and table["finetune"]["text"]["gap_recovered"] is None
+    assert format_paired(text) == "+0.100 [+0.100, +0.100] ahead"
+
+
+def test_paired_table_uses_only_the_seeds_both_methods_have():
+    results = {
+        "baseline": seeded_document("baseline", {0: cells(0.5, 0.5, 0.5, 0.7), 1: cells(0.6, 0.6, 0.6, 0.8)}),
+        "input": seeded_document("input", {1: cells(0.7, 0.6, 0.6, 0.8), 2: cells(0.0, 0.0, 0.0, 0.0)}),
+    }
+    text = paired_table(results, 0.7)["input"]["text"]
+    assert text["seeds"] == 1 and text["mean"] == pytest.approx(0.1)
+    assert text["low"] is None and text["verdict"] == "within"
+    assert format_paired(text) == "+0.100 (1 seed, no interval)"
+    assert paired_table({"input": results["input"]}, 0.7) == {}
+
+
+def test_report_and_closing_lines_show_the_paired_intervals(capsys):
+    from flows.pipeline import print_summary
+    from mmp_core.report import render_report
+
+    base = [0.50, 0.52, 0.48]
+    results = {
+        "baseline": seeded_document("baseline", {s: cells(b, b, b, b + 0.2) for s, b in enumerate(base)}),
+        "attention": seeded_document("attention", {s: cells(b + 0.1, b, b, b + 0.2) for s, b in enumerate(base)}),
+        "finetune": seeded_document("finetune", {s: cells(b + 0.2, b, b, b + 0.3) for s, b in enumerate(base)}),
+    }
+    report = render_report(results, {"run_id": "r1"})
+    assert "<table id='paired'>" in report
+    assert "<td data-verdict='ahead'>+0.100 [+0.100, +0.100] ahead<br>50% of the gap</td>" in report
+
+    print_summary({"status": "published", "run_id": "r1", "decision": "d", "seeds": [0, 1, 2], "metric": "f1_macro",
+                   "paired": paired_table(results, 0.7), "headline": {}, "report": "r", "dashboard": "d"})  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.startswith("  attention "))
+    assert "text +0.100 [+0.100, +0.100] ahead" in row and "image +0.000" in row
+    gap = next(line for line in lines if "gap recovered" in line)
+    assert gap.split(": ")[1] == "text 50%, complete 0%"  # no gap to recover on image and both
+
+    one_seed = {m: seeded_document(m, {0: cells(0.5, 0.5, 0.5, 0.7)}) for m in ("baseline", "attention")}
+    assert "id='paired'" not in render_report(one_seed, {"run_id": "r2"})  # one seed: no interval to show
