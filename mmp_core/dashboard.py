@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from mmp_core.artifact_store import DASHBOARD_KEY, ArtifactStore
+from mmp_core.paired import paired_table
 from mmp_core.report import (
     TABLE_RATE,
     _esc,
@@ -16,6 +17,7 @@ from mmp_core.report import (
     _grid_table_html,
     _opt,
     _page,
+    _paired_html,
     _png_data_uri,
     _primary_metric,
     _rate_table_html,
@@ -187,6 +189,7 @@ def render_dashboard(store: ArtifactStore) -> str:
         if results:
             grid_metric = _primary_metric(results)
             parts.append(_rate_table_html(results, TABLE_RATE, grid_metric, "latest-table-70"))
+            parts.append(_paired_html(paired_table(results, TABLE_RATE)))
             parts.append("<div id='latest-grid'>")
             for name, metrics in results.items():
                 parts.append(f"<h3>{_esc(name)}</h3>" + _grid_table_html(metrics, grid_metric))

@@ -187,7 +187,11 @@ def test_paired_table_pairs_seeds_and_reads_the_gap_to_finetune():
     results = {
         # +0.10 on every seed for text (interval [0.1, 0.1]: ahead); image differences 0.02, -0.02, 0.0 (within)
         "attention": seeded_document(
-            "attention", {s: cells(b + 0.10, b + d, b, b + 0.2) for s, (b, d) in enumerate(zip(base, (0.02, -0.02, 0)))}
+            "attention",
+            {
+                s: cells(b + 0.10, b + d, b, b + 0.2)
+                for s, (b, d) in enumerate(zip(base, (0.02, -0.02, 0), strict=True))
+            },
         ),
         "baseline": seeded_document("baseline", {s: cells(b, b, b, b + 0.2) for s, b in enumerate(base)}),
         "finetune": seeded_document("finetune", {s: cells(b + 0.20, b, b - 0.01, b + 0.3) for s, b in enumerate(base)}),
@@ -245,3 +249,20 @@ def test_report_and_closing_lines_show_the_paired_intervals(capsys):
 
     one_seed = {m: seeded_document(m, {0: cells(0.5, 0.5, 0.5, 0.7)}) for m in ("baseline", "attention")}
     assert "id='paired'" not in render_report(one_seed, {"run_id": "r2"})  # one seed: no interval to show
+
+
+def test_dashboard_shows_the_latest_runs_paired_intervals(tmp_path):
+    from mmp_core.dashboard import render_dashboard
+    from mmp_core.local_store import LocalStore
+    from tests.test_report import publish
+
+    base = [0.50, 0.52, 0.48]
+    results = {
+        "baseline": seeded_document("baseline", {s: cells(b, b, b, b + 0.2) for s, b in enumerate(base)}),
+        "input": seeded_document("input", {s: cells(b - 0.05, b, b, b + 0.2) for s, b in enumerate(base)}),
+    }
+    store = LocalStore(tmp_path / "store")
+    publish(store, "r1", results, "2026-01-01T00:00:00+00:00", tmp_path)
+    html = render_dashboard(store)
+    assert "<table id='paired'>" in html
+    assert "<td data-verdict='behind'>-0.050 [-0.050, -0.050] behind</td>" in html
