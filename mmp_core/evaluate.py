@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mmp_core.features import FeatureDataset, feature_collate, frozen_features_off, variant_features
+from mmp_core.fileio import atomic_write
 from mmp_core.inference import predict
 from mmp_core.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
 from mmp_core.precision import resolve_precision, torch_dtype
@@ -191,4 +192,30 @@ def evaluate_adapter(
         prior_baseline(prepared.spec.task, prepared.open_split(prepared.spec.train_split).labels(), outputs.labels),
     )
     write_results(document, out_dir)
+    save_variant_outputs(outputs, Path(out_dir) / SCORES_NAME)
     return document
+
+
+SCORES_NAME = "scores.npz"
+
+
+def save_variant_outputs(outputs: VariantOutputs, path: Path) -> None:
+    """Every test sample's scores under each variant, with the labels: what a paired bootstrap over test samples
+    (mmp_core.paired.bootstrap_interval) needs to compare two methods cell by cell, without running them again."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:  # a file object: np.savez would add ".npz" to a temporary name
+            np.savez(handle, scores=outputs.scores.astype(np.float32), labels=outputs.labels)
+
+    atomic_write(path, write)
+
+
+def load_variant_outputs(path: str | Path) -> VariantOutputs:
+    """What `save_variant_outputs` wrote."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return VariantOutputs(data["scores"], data["labels"])
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no per-sample test scores; run `mmp evaluate` for this adapter") from None
+    except (KeyError, ValueError, OSError) as error:
+        raise ValueError(f"{path}: not a per-sample scores file ({error})") from None

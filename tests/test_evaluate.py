@@ -8,13 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from mmp_core.backbone import load_backbone
 from mmp_core.config import TrainParams
 from mmp_core.data import collate
-from mmp_core.evaluate import VariantOutputs, run_variants
+from mmp_core.evaluate import VariantOutputs, load_variant_outputs, run_variants
 from mmp_core.inference import predict
-from mmp_core.loading import open_prepared, split_dataset, tokenizer_for
+from mmp_core.loading import missing_seed, open_prepared, split_dataset, tokenizer_for
 from mmp_core.metrics import compute_metrics
 from mmp_core.missing import MissingScenario
 from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
@@ -119,3 +120,14 @@ def test_evaluate_command_writes_grid_metrics_and_curves(workspace):
     zero = {row["missing_type"]: row["f1_macro"] for row in metrics["grid"] if row["missing_rate"] == 0.0}
     assert zero["text"] == zero["image"] == zero["both"]
     assert "[attention] test f1_macro" in result.stdout
+    # The per-sample scores give back every grid cell: what a paired bootstrap of two methods reads.
+    outputs = load_variant_outputs(workspace / "results" / "scores.npz")
+    assert outputs.scores.shape == (3, 48, prepared.spec.num_labels) and outputs.scores.dtype == np.float32
+    train = TrainParams.model_validate(yaml.safe_load(params.read_text())["train"])
+    table = prepared.missing_table("test", MissingScenario("image", 0.7), missing_seed(prepared, train))
+    cell = next(r for r in metrics["grid"] if (r["missing_type"], r["missing_rate"]) == ("image", 0.7))
+    assert compute_metrics("multilabel", outputs.assemble(table), outputs.labels)["f1_macro"] == pytest.approx(
+        cell["f1_macro"], abs=1e-6
+    )
+    with pytest.raises(FileNotFoundError, match="no per-sample test scores"):
+        load_variant_outputs(workspace / "nowhere.npz")
