@@ -329,6 +329,9 @@ def run_probe(args: argparse.Namespace) -> int:
         )
     for name in PROBE_INPUTS:
         print(f"{name:<14} {metric} {results[name][metric]:.4f}")
+    print(
+        f"missing case   accuracy {results['missing_case_accuracy']:.4f} (complete / text / image missing told apart)"
+    )
     if args.card:
         atomic_write_json(directory / PROBE_NAME, results)
         print(f"-> {write_card(directory)}")

@@ -133,6 +133,12 @@ def render_card(summary: dict, probe: dict | None, data: dict) -> str:
             *[f"| {name} | {probe[name][metric]:.4f} |" for name in ("complete", "text missing", "image missing")],
             "",
         ]
+        if (separable := probe.get("missing_case_accuracy")) is not None:
+            lines += [
+                f"Missing-case separability: a logistic regression tells complete, text-missing and image-missing "
+                f"inputs apart from the same features at test accuracy {separable:.3f} (chance 0.333).",
+                "",
+            ]
         if probe.get("reference"):
             lines += [f"Reference: {probe['reference']}", ""]
     if own:

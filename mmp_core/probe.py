@@ -85,14 +85,29 @@ def probe_scores(model, task: str, num_labels: int, test_x: np.ndarray) -> np.nd
     return scores
 
 
+def missing_case_accuracy(by_input: dict[str, dict[str, np.ndarray]], train_split: str, test_split: str) -> float:
+    """How missing-aware the frozen features already are: test accuracy of a logistic regression telling the
+    complete, text-missing and image-missing inputs apart from the pooled [CLS] (chance: 1/3). A backbone that
+    never saw a missing modality in pretraining can still separate them; prompts add most where it barely does."""
+    names = list(by_input)
+    train_x = np.concatenate([by_input[n][train_split] for n in names])
+    train_y = np.repeat(np.arange(len(names)), [len(by_input[n][train_split]) for n in names])
+    test_x = np.concatenate([by_input[n][test_split] for n in names])
+    test_y = np.repeat(np.arange(len(names)), [len(by_input[n][test_split]) for n in names])
+    model = fit_probe("multiclass", train_x, train_y)
+    return float((model.predict(test_x) == test_y).mean())
+
+
 def linear_probe(backbone, prepared, tokenizer, image_config, max_text_len: int, batch_size: int = 64) -> dict:
-    """{input: {metric: value}} for the complete, text-missing and image-missing inputs, plus the split sizes and
-    `absent_labels`: {"train": names, "test": names} of the labels that never occur in each split."""
+    """{input: {metric: value}} for the complete, text-missing and image-missing inputs, plus the split sizes,
+    `absent_labels`: {"train": names, "test": names} of the labels that never occur in each split, and
+    `missing_case_accuracy` (`missing_case_accuracy`)."""
     from mmp_core.data import MultimodalDataset
     from mmp_core.metrics import compute_metrics
 
     spec = prepared.spec
     results: dict = {"dataset": spec.name, "metric": spec.primary_metric}
+    by_input: dict[str, dict[str, np.ndarray]] = {}
     for name, code in PROBE_INPUTS.items():
         features, labels = {}, {}
         for split in (spec.train_split, spec.test_split):
@@ -105,6 +120,7 @@ def linear_probe(backbone, prepared, tokenizer, image_config, max_text_len: int,
                 missing=np.full(prepared.rows(split), code, dtype=np.int8),
             )
             features[split], labels[split] = pooled_features(backbone, dataset, batch_size), dataset.labels
+        by_input[name] = features
         results.setdefault(
             "absent_labels",
             {
@@ -115,6 +131,7 @@ def linear_probe(backbone, prepared, tokenizer, image_config, max_text_len: int,
         model = fit_probe(spec.task, features[spec.train_split], labels[spec.train_split])
         scores = probe_scores(model, spec.task, spec.num_labels, features[spec.test_split])
         results[name] = compute_metrics(spec.task, scores, labels[spec.test_split])
+    results["missing_case_accuracy"] = missing_case_accuracy(by_input, spec.train_split, spec.test_split)
     results["train_samples"] = prepared.rows(spec.train_split)
     results["test_samples"] = prepared.rows(spec.test_split)
     return results
