@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export DS_ACCELERATOR ?= cpu
 
-.PHONY: install run demo test lint format clean-shm
+.PHONY: install run demo test lint format clean-shm premise
 
 # One pip command for the whole stack, torch pinned by constraints.txt (a CPU wheel on disk; anything else
 # pulls a multi-GB CUDA build) and everything else by the lock file, so pip never backtracks.
@@ -28,6 +28,11 @@ install: $(VENV)/.installed
 # `make run SEEDS="0 1 2"`: every method trained and evaluated with three seeds, reported as mean ± sd.
 run: install
 	$(VENV)/bin/python -m flows.pipeline $(if $(SEEDS),--seeds $(SEEDS)) $(if $(PARALLEL),--max-parallel $(PARALLEL))
+
+# The premise experiment (docs/premise.md): 5 methods x 5 seeds on one backbone, paired with the baseline, in a
+# project of its own under experiments/ (resumable: rerun the same command). `make premise BACKBONE=embedded`.
+premise: install
+	$(PY) bench/premise.py --backbone backbones/$(or $(BACKBONE),generic) $(if $(SEEDS),--seeds $(SEEDS))
 
 demo: install
 	$(VENV)/bin/mmp demo
