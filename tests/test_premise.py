@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from mmp_core.config import PretrainParams
 from mmp_core.data import build_tokenizer
@@ -49,6 +50,10 @@ def test_generic_backbone_is_the_one_its_card_describes():
     # Token ids of the shipped vocabulary are unchanged: the embedded benchmark tokenises the same way.
     embedded = (REPO / "backbones" / "embedded" / "vocab.txt").read_text().splitlines()
     assert (GENERIC / "vocab.txt").read_text().splitlines()[: len(embedded)] == embedded
+
+
+def test_make_run_trains_on_the_vilt_faithful_backbone():
+    assert (REPO / yaml.safe_load((REPO / "params.yaml").read_text())["train"]["backbone"]).resolve() == GENERIC
 
 
 def test_generic_backbone_matches_captions_it_never_saw():
