@@ -33,7 +33,7 @@ from sklearn.metrics import f1_score
 
 from mmp_core.data import load_prepared
 from mmp_core.data.generate import SPLIT_CODES, GenerateConfig, draw_sample
-from mmp_core.missing import MissingScenario
+from mmp_core.scenarios import MissingScenario
 
 ABSENT, PRESENT, UNSEEN = 0, 1, 2
 SPLIT_OF_CODE = {str(code): split for split, code in SPLIT_CODES.items()}

@@ -166,7 +166,7 @@ def bootstraps(workdir: Path, methods: list[str], seed: int) -> dict:
     from mmp_core.config import TrainParams
     from mmp_core.evaluate import load_variant_outputs
     from mmp_core.loading import missing_seed, open_prepared
-    from mmp_core.missing import MissingScenario
+    from mmp_core.scenarios import MissingScenario
 
     prepared = open_prepared(workdir / "data" / "prepared")
     train = TrainParams.model_validate(yaml.safe_load((workdir / "params.yaml").read_text())["train"])

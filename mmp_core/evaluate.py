@@ -122,8 +122,8 @@ def evaluate_adapter(
     """
     from mmp_core.data import collate
     from mmp_core.loading import backbone_for, data_checksum, missing_seed, open_prepared, split_dataset, tokenizer_for
-    from mmp_core.missing import MissingScenario
     from mmp_core.prompts import MissingAwarePromptModel, read_adapter_config
+    from mmp_core.scenarios import MissingScenario
 
     prepared = open_prepared(prepared_dir)
     split = prepared.spec.test_split

@@ -32,10 +32,10 @@ from typing import Any
 import torch
 
 from mmp_core.config import TrainParams
-from mmp_core.missing import CODE_NAMES
 from mmp_core.params_file import find_project_root, load_section
 from mmp_core.precision import resolve_precision, torch_dtype
 from mmp_core.predict_io import InputError, Prediction, PredictionInput, load_input, select_labels
+from mmp_core.scenarios import CODE_NAMES
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mmp_core.missing import COMPLETE, IMAGE_MISSING, TEXT_MISSING
+from mmp_core.scenarios import COMPLETE, IMAGE_MISSING, TEXT_MISSING
 
 INPUT_FIELDS = ("image", "text")
 INPUT_SUFFIXES = (".jsonl", ".csv")

@@ -21,7 +21,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mmp_core.missing import COMPLETE, IMAGE_MISSING, TEXT_MISSING
+from mmp_core.scenarios import COMPLETE, IMAGE_MISSING, TEXT_MISSING
 
 PROBE_INPUTS = {"complete": COMPLETE, "text missing": TEXT_MISSING, "image missing": IMAGE_MISSING}
 # What OneVsRestClassifier warns for each label no training example has.

@@ -26,7 +26,7 @@ from mmp_core.data.convert import prepare
 from mmp_core.data.datasets import MMIMDB_GENRES, get_spec
 from mmp_core.data.vocab import build_vocab, write_vocab
 from mmp_core.fileio import sha256_file
-from mmp_core.missing import MissingScenario
+from mmp_core.scenarios import MissingScenario
 
 SMALL = ImageConfig(shorter_side=32, longer_side=64, patch_size=16)
 

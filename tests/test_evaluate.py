@@ -17,8 +17,8 @@ from mmp_core.evaluate import VariantOutputs, load_variant_outputs, run_variants
 from mmp_core.inference import predict
 from mmp_core.loading import missing_seed, open_prepared, split_dataset, tokenizer_for
 from mmp_core.metrics import compute_metrics
-from mmp_core.missing import MissingScenario
 from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
+from mmp_core.scenarios import MissingScenario
 from tests.model_fixtures import TINY_IMAGE, make_workspace, run_mmp, write_params
 
 

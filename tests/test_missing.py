@@ -12,8 +12,7 @@ from data_fixtures import make_mmimdb
 
 from mmp_core.data import load_prepared
 from mmp_core.data.convert import prepare
-from mmp_core.missing import (
-    MissingScenario,
+from mmp_core.data.missing import (
     import_reference_tables,
     load_reference_table,
     missing_table,
@@ -21,6 +20,7 @@ from mmp_core.missing import (
     save_tables,
     scenario_table,
 )
+from mmp_core.scenarios import MissingScenario
 
 FP = "f" * 64
 N = 1000

@@ -16,10 +16,10 @@ from mmp_core.config import TrainParams
 from mmp_core.data import GenerateConfig, collate, generate_embedded, prepare
 from mmp_core.inference import predict
 from mmp_core.loading import open_prepared, split_dataset, tokenizer_for
-from mmp_core.missing import CODE_NAMES
 from mmp_core.predict import Predictor
 from mmp_core.predict_io import PredictionInput, read_inputs, select_labels
 from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
+from mmp_core.scenarios import CODE_NAMES
 from mmp_core.storage import open_store
 from mmp_core.train import input_settings
 from tests.model_fixtures import TINY_IMAGE, make_backbone_dir, mmp_env, run_mmp

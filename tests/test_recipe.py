@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mmp_core.data import GenerateConfig, generate_embedded, prepare
-from mmp_core.missing import MissingScenario
+from mmp_core.scenarios import MissingScenario
 from tests.model_fixtures import REPO, mmp_env, run_mmp
 
 pytestmark = pytest.mark.slow

@@ -8,6 +8,7 @@ from mmp_core.data.arrow import ArrowSplit, arrow_schema, validate_schema
 from mmp_core.data.datasets import DATASETS, DatasetSpec, get_spec
 from mmp_core.data.errors import BAD_SAMPLE_KINDS, BadSampleError, DataError
 from mmp_core.data.images import EMBEDDED_IMAGE_CONFIG, ImageConfig
+from mmp_core.data.missing import missing_table
 from mmp_core.data.prepared import MANIFEST_NAME, PreparedDataset, load_prepared
 
 _LAZY = {
@@ -53,6 +54,7 @@ __all__ = [
     "generate_embedded",
     "get_spec",
     "load_prepared",
+    "missing_table",
     "prepare",
     "validate_schema",
 ]

@@ -127,7 +127,7 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_prepare(args: argparse.Namespace) -> int:
     from mmp_core.config import PrepareParams
     from mmp_core.data.convert import prepare
-    from mmp_core.missing import MissingScenario
+    from mmp_core.scenarios import MissingScenario
 
     params = read_section(args, "prepare", PrepareParams)
     scenarios = [MissingScenario(t, r) for t in params.missing_types for r in sorted(set(params.missing_rates))]
@@ -195,8 +195,8 @@ def _report_vocabulary(args: argparse.Namespace, out: str) -> float | None:
 
 
 def run_import_missing(args: argparse.Namespace) -> int:
+    from mmp_core.data.missing import import_reference_tables
     from mmp_core.data.prepared import load_prepared
-    from mmp_core.missing import import_reference_tables
 
     names = import_reference_tables(load_prepared(args.prepared), args.paths)
     print(f"imported {len(names)} reference table(s) into {args.prepared}/missing/reference: {', '.join(names)}")

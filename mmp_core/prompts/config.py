@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmp_core.missing import COMPLETE, IMAGE_MISSING, TEXT_MISSING  # noqa: F401 (re-exported)
+from mmp_core.scenarios import COMPLETE, IMAGE_MISSING, TEXT_MISSING  # noqa: F401 (re-exported)
 
 PROMPT_TYPES = ("input", "attention", "none")
 from mmp_core.tasks import TASKS  # noqa: E402
