@@ -152,9 +152,9 @@ def adapter_scores(
     from mmp_core.config import TrainParams
     from mmp_core.data import collate
     from mmp_core.evaluate import run_variants
-    from mmp_core.loading import backbone_for, split_dataset, tokenizer_for
+    from mmp_core.model.loading import backbone_for, split_dataset, tokenizer_for
+    from mmp_core.model.prompts import MissingAwarePromptModel
     from mmp_core.params_file import load_section
-    from mmp_core.prompts import MissingAwarePromptModel
 
     train_params = load_section(params_path, "train", TrainParams)
     prepared = load_prepared(prepared_dir)

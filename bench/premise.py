@@ -165,7 +165,7 @@ def bootstraps(workdir: Path, methods: list[str], seed: int) -> dict:
     """{method: {column: (diff, low, high)}}: each method minus the baseline on seed `seed`'s test samples."""
     from mmp_core.config import TrainParams
     from mmp_core.evaluate import load_variant_outputs
-    from mmp_core.loading import missing_seed, open_prepared
+    from mmp_core.model.loading import missing_seed, open_prepared
     from mmp_core.scenarios import MissingScenario
 
     prepared = open_prepared(workdir / "data" / "prepared")

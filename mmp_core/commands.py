@@ -304,9 +304,9 @@ def run_aggregate(args: argparse.Namespace) -> int:
 def run_probe(args: argparse.Namespace) -> int:
     import json
 
-    from mmp_core.backbone import load_backbone, resolve_backbone_dir
     from mmp_core.data import ImageConfig, build_tokenizer, load_prepared
     from mmp_core.fileio import atomic_write_json
+    from mmp_core.model.backbone import load_backbone, resolve_backbone_dir
     from mmp_core.model_card import PROBE_NAME, write_card
     from mmp_core.probe import PROBE_INPUTS, linear_probe
 
@@ -343,8 +343,8 @@ def run_probe(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from mmp_core.backbone import load_backbone
-    from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
+    from mmp_core.model.backbone import load_backbone
+    from mmp_core.model.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 
     torch.manual_seed(args.seed)
     backbone = load_backbone(args.backbone, seed=args.seed)

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from mmp_core.config import TrainParams
-from mmp_core.precision import resolve_precision
-from mmp_core.prompts import MissingAwarePromptModel
+from mmp_core.model.precision import resolve_precision
+from mmp_core.model.prompts import MissingAwarePromptModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmp_core.features import FeatureDataset, feature_collate, frozen_features_off, variant_features
 from mmp_core.fileio import atomic_write
-from mmp_core.inference import predict
 from mmp_core.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
-from mmp_core.precision import resolve_precision, torch_dtype
-from mmp_core.prompts import COMPLETE, IMAGE_MISSING, NUM_MISSING_TYPES, TEXT_MISSING
+from mmp_core.model.features import FeatureDataset, feature_collate, frozen_features_off, variant_features
+from mmp_core.model.inference import predict
+from mmp_core.model.precision import resolve_precision, torch_dtype
+from mmp_core.model.prompts import COMPLETE, IMAGE_MISSING, NUM_MISSING_TYPES, TEXT_MISSING
 from mmp_core.results import write_results
 
 VARIANTS = (COMPLETE, TEXT_MISSING, IMAGE_MISSING)
@@ -121,8 +121,15 @@ def evaluate_adapter(
         params: the `evaluate` section (rates, types, headline test setting, batch size, seed).
     """
     from mmp_core.data import collate
-    from mmp_core.loading import backbone_for, data_checksum, missing_seed, open_prepared, split_dataset, tokenizer_for
-    from mmp_core.prompts import MissingAwarePromptModel, read_adapter_config
+    from mmp_core.model.loading import (
+        backbone_for,
+        data_checksum,
+        missing_seed,
+        open_prepared,
+        split_dataset,
+        tokenizer_for,
+    )
+    from mmp_core.model.prompts import MissingAwarePromptModel, read_adapter_config
     from mmp_core.scenarios import MissingScenario
 
     prepared = open_prepared(prepared_dir)

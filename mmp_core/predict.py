@@ -4,7 +4,7 @@ Each input is checked on its own: the modality it lacks decides its prompts (0 c
 2 image missing, as in training); an input with neither, an image file that does not exist or does not decode,
 or a malformed line of an inputs file becomes that row's error, and the other rows are still predicted.
 
-Inputs are encoded by `mmp_core.data.inputs.encode_sample` and scored by `mmp_core.inference.predict`, the
+Inputs are encoded by `mmp_core.data.inputs.encode_sample` and scored by `mmp_core.model.inference.predict`, the
 functions evaluation uses, so a test sample given here gets the scores evaluation gave it.
 
 The inputs, the results and label selection live in `mmp_core.predict_io` (no torch there).
@@ -32,8 +32,8 @@ from typing import Any
 import torch
 
 from mmp_core.config import TrainParams
+from mmp_core.model.precision import resolve_precision, torch_dtype
 from mmp_core.params_file import find_project_root, load_section
-from mmp_core.precision import resolve_precision, torch_dtype
 from mmp_core.predict_io import InputError, Prediction, PredictionInput, load_input, select_labels
 from mmp_core.scenarios import CODE_NAMES
 
@@ -117,8 +117,8 @@ class Predictor:
             kwargs: `batch_size`, `seed`.
         """
         from mmp_core.data import ImageConfig
-        from mmp_core.loading import backbone_for, tokenizer_for
-        from mmp_core.prompts import ADAPTER_CONFIG_NAME, MissingAwarePromptModel, read_adapter_config
+        from mmp_core.model.loading import backbone_for, tokenizer_for
+        from mmp_core.model.prompts import ADAPTER_CONFIG_NAME, MissingAwarePromptModel, read_adapter_config
 
         adapter_dir = Path(adapter_dir)
         metadata = read_adapter_config(adapter_dir)
@@ -194,7 +194,7 @@ class Predictor:
         """
         from mmp_core.artifact_store import ArtifactStore
         from mmp_core.fileio import default_cache_dir
-        from mmp_core.prompts import read_adapter_config
+        from mmp_core.model.prompts import read_adapter_config
         from mmp_core.storage import open_store
 
         if not isinstance(store, ArtifactStore):
@@ -252,7 +252,7 @@ class Predictor:
         """Predictions as they are made, in input order; inputs are dicts ({"image", "text", "id"}) or
         `PredictionInput`s. `threshold` / `top_k` as in `select_labels`."""
         from mmp_core.data import collate, encode_sample
-        from mmp_core.inference import predict
+        from mmp_core.model.inference import predict
         from mmp_core.progress import Progress
 
         if threshold is not None and not 0.0 <= threshold <= 1.0:

@@ -139,7 +139,7 @@ def check_backbone(document: dict | None, repo: Path) -> Check:
     if path.with_name(path.name + ".dvc").is_file() or (path.parent != repo and path.parent.is_dir()):
         # A folder of the project not there yet: DVC pulls or makes it (its stages say what they need).
         return Check(name, SKIPPED, f"{backbone}: not in {path.parent} yet (a DVC output or a pulled folder?)")
-    from mmp_core.hub import parse_hub_id
+    from mmp_core.model.hub import parse_hub_id
 
     try:
         hub_id = parse_hub_id(backbone)

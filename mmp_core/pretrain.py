@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from mmp_core.backbone import small_config
 from mmp_core.config import PretrainParams
 from mmp_core.fileio import atomic_write_json, replace_dir
+from mmp_core.model.backbone import small_config
 from mmp_core.pretrain_checkpoints import (
     PretrainState,
     claim_checkpoint_dir,
@@ -166,7 +166,7 @@ def _corpus(params: PretrainParams, tokenizer, prepared_dir) -> tuple[torch.util
     if prepared_dir is None:
         raise ValueError("pretrain.corpus 'prepared' needs a prepared dataset (--prepared)")
     from mmp_core.data import load_prepared
-    from mmp_core.loading import data_checksum
+    from mmp_core.model.loading import data_checksum
 
     prepared = load_prepared(prepared_dir)
     spec = prepared.spec

@@ -130,9 +130,9 @@ def init_model(params: PretrainParams, prepared_dir: str | Path | None) -> tuple
     """(model, tokenizer of the extended vocabulary, report) for continued pretraining from `params.init`."""
     from transformers import ViltConfig
 
-    from mmp_core.backbone import resolve_backbone_dir
     from mmp_core.data import build_tokenizer
     from mmp_core.fileio import sha256_file
+    from mmp_core.model.backbone import resolve_backbone_dir
 
     directory = resolve_backbone_dir(params.init)
     if not (directory / VOCAB_NAME).is_file():

@@ -37,14 +37,14 @@ from mmp_core.checkpoints import (
 )
 from mmp_core.config import METHODS, TrainParams
 from mmp_core.deepspeed_setup import deepspeed_config, init_distributed, master_weights, parameter_groups
-from mmp_core.features import FeatureDataset, feature_collate, frozen_features_off
 from mmp_core.fileio import atomic_write_json, recover_dir, replace_dir
-from mmp_core.inference import model_inputs, predict
-from mmp_core.loading import backbone_for, data_checksum, open_prepared, split_dataset, tokenizer_for
 from mmp_core.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
-from mmp_core.precision import resolve_precision
+from mmp_core.model.features import FeatureDataset, feature_collate, frozen_features_off
+from mmp_core.model.inference import model_inputs, predict
+from mmp_core.model.loading import backbone_for, data_checksum, open_prepared, split_dataset, tokenizer_for
+from mmp_core.model.precision import resolve_precision
+from mmp_core.model.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 from mmp_core.progress import Progress
-from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 
 SUMMARY_NAME = "train_summary.json"
 logger = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ def train(
 
 
 def _on_frozen_features(model, data: TrainingData, params: TrainParams, dtype, method: str, rank: int) -> TrainingData:
-    """The baseline's splits as cached frozen [CLS] features (mmp_core.features), when the backbone allows it."""
+    """The baseline's splits as cached frozen [CLS] features (mmp_core.model.features), when the backbone allows it."""
     reason = frozen_features_off(model, params.frozen_features)
     if reason is not None:
         if rank == 0:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from mmp_core.backbone import load_backbone
 from mmp_core.data import GenerateConfig, build_tokenizer, generate_embedded, load_prepared, prepare
+from mmp_core.model.backbone import load_backbone
 from mmp_core.scenarios import MissingScenario
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmp_core.backbone import fingerprint, load_backbone
+from mmp_core.model.backbone import fingerprint, load_backbone
 
 
 def test_small_backbone_is_frozen_and_deterministic():

@@ -10,14 +10,14 @@ import pytest
 import torch
 import yaml
 
-from mmp_core.backbone import load_backbone
 from mmp_core.config import TrainParams
 from mmp_core.data import collate
 from mmp_core.evaluate import VariantOutputs, load_variant_outputs, run_variants
-from mmp_core.inference import predict
-from mmp_core.loading import missing_seed, open_prepared, split_dataset, tokenizer_for
 from mmp_core.metrics import compute_metrics
-from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
+from mmp_core.model.backbone import load_backbone
+from mmp_core.model.inference import predict
+from mmp_core.model.loading import missing_seed, open_prepared, split_dataset, tokenizer_for
+from mmp_core.model.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 from mmp_core.scenarios import MissingScenario
 from tests.model_fixtures import TINY_IMAGE, make_workspace, run_mmp, write_params
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmp_core.backbone import load_backbone
 from mmp_core.config import TrainParams
 from mmp_core.data import collate
-from mmp_core.features import FeatureDataset, feature_collate, feature_key, live_reason, variant_features
-from mmp_core.inference import predict
-from mmp_core.loading import open_prepared, split_dataset, tokenizer_for
-from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
+from mmp_core.model.backbone import load_backbone
+from mmp_core.model.features import FeatureDataset, feature_collate, feature_key, live_reason, variant_features
+from mmp_core.model.inference import predict
+from mmp_core.model.loading import open_prepared, split_dataset, tokenizer_for
+from mmp_core.model.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 from tests.model_fixtures import TINY_IMAGE, make_workspace, run_mmp, write_params
 
 

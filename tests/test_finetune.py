@@ -10,15 +10,15 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from mmp_core.backbone import backbone_fingerprint, load_backbone
 from mmp_core.config import METHODS, REFERENCE_METHODS, TrainParams
 from mmp_core.data import collate
 from mmp_core.deepspeed_setup import parameter_groups
-from mmp_core.features import frozen_features_off
-from mmp_core.inference import predict
-from mmp_core.loading import open_prepared, split_dataset, tokenizer_for
 from mmp_core.metrics import compute_metrics
-from mmp_core.prompts import (
+from mmp_core.model.backbone import backbone_fingerprint, load_backbone
+from mmp_core.model.features import frozen_features_off
+from mmp_core.model.inference import predict
+from mmp_core.model.loading import open_prepared, split_dataset, tokenizer_for
+from mmp_core.model.prompts import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_WEIGHTS_NAME,
     MissingAwarePromptConfig,

@@ -10,11 +10,11 @@ import pickle
 import pytest
 import torch
 
-from mmp_core.backbone import fingerprint, hub_id_of, load_backbone
 from mmp_core.config import TrainParams
 from mmp_core.data.vocab import SPECIAL_TOKENS
-from mmp_core.hub import HubId, parse_hub_id
-from mmp_core.loading import backbone_for, tokenizer_for
+from mmp_core.model.backbone import fingerprint, hub_id_of, load_backbone
+from mmp_core.model.hub import HubId, parse_hub_id
+from mmp_core.model.loading import backbone_for, tokenizer_for
 from tests.model_fixtures import save_to_hub_cache
 
 REPO_ID = "mmp-test/tiny-vilt"

@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from mmp_core.backbone import load_backbone
 from mmp_core.config import PretrainParams
-from mmp_core.inference import predict
 from mmp_core.metrics import prior_baseline, sanity_check
+from mmp_core.model.backbone import load_backbone
+from mmp_core.model.inference import predict
 from mmp_core.model_card import CARD_DATA_NAME, CARD_NAME, verify_card
 from mmp_core.params_file import load_section, read_seeds
 from mmp_core.pretrain import HEADS_NAME, load_pretraining_model, matching_metrics
@@ -91,7 +91,7 @@ def tiny_data(tmp_path_factory):
 
 def test_a_constant_head_is_flagged(tiny_data):
     from mmp_core.data import ImageConfig, MultimodalDataset, build_tokenizer, collate, load_prepared
-    from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
+    from mmp_core.model.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 
     prepared_dir, backbone_dir = tiny_data
     prepared = load_prepared(prepared_dir)

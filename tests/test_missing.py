@@ -155,7 +155,7 @@ def test_missing_table_loads_saved_or_computes(prepared):
 
 def test_runs_use_the_seed_the_data_was_prepared_with(prepared):
     from mmp_core.config import TrainParams
-    from mmp_core.loading import missing_seed
+    from mmp_core.model.loading import missing_seed
 
     assert missing_seed(prepared, TrainParams()) == 5, "one setting: prepare.missing_seed"
     assert missing_seed(prepared, TrainParams(missing_seed=2)) == 2, "unless a run asks for another"
@@ -186,7 +186,7 @@ def test_reference_import(prepared, tmp_path):
     # Training and evaluation select it with `source: reference` in their scenario.
     from mmp_core.config import ScenarioParams, TrainParams
     from mmp_core.data import build_tokenizer
-    from mmp_core.loading import split_dataset
+    from mmp_core.model.loading import split_dataset
 
     params = TrainParams(train_missing={"type": "both", "rate": 0.7, "source": "reference"})
     from mmp_core.data.vocab import build_vocab, write_vocab

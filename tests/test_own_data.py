@@ -13,10 +13,10 @@ import pytest
 import yaml
 from data_fixtures import make_mmimdb
 
-from mmp_core.backbone import load_backbone
 from mmp_core.data.datasets import MMIMDB_GENRES
 from mmp_core.data.vocab import build_vocab, write_vocab
-from mmp_core.precision import resolve_precision
+from mmp_core.model.backbone import load_backbone
+from mmp_core.model.precision import resolve_precision
 from tests.model_fixtures import TINY_IMAGE, TINY_RECIPE, mmp_env, save_backbone_to_hub_cache
 
 pytestmark = pytest.mark.slow

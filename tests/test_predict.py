@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import yaml
 
-from mmp_core.backbone import load_backbone
 from mmp_core.config import TrainParams
 from mmp_core.data import GenerateConfig, collate, generate_embedded, prepare
-from mmp_core.inference import predict
-from mmp_core.loading import open_prepared, split_dataset, tokenizer_for
+from mmp_core.model.backbone import load_backbone
+from mmp_core.model.inference import predict
+from mmp_core.model.loading import open_prepared, split_dataset, tokenizer_for
+from mmp_core.model.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 from mmp_core.predict import Predictor
 from mmp_core.predict_io import PredictionInput, read_inputs, select_labels
-from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 from mmp_core.scenarios import CODE_NAMES
 from mmp_core.storage import open_store
 from mmp_core.train import input_settings

@@ -11,8 +11,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from mmp_core.backbone import small_config
 from mmp_core.config import PretrainParams
+from mmp_core.model.backbone import small_config
 from mmp_core.model_card import CARD_DATA_NAME, CARD_NAME, PROBE_NAME, SUMMARY_NAME, render_card, write_card
 from mmp_core.pretrain_checkpoints import LATEST, claim_checkpoint_dir
 from mmp_core.pretrain_checks import chance_bound, chance_warning, own_data_verdict

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmp_core.backbone import fingerprint, load_backbone
-from mmp_core.prompts import (
+from mmp_core.model.backbone import fingerprint, load_backbone
+from mmp_core.model.prompts import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_WEIGHTS_NAME,
     MissingAwarePromptConfig,

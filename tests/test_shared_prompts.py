@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmp_core.backbone import load_backbone
 from mmp_core.commands import METHOD_CHOICES
 from mmp_core.config import METHODS, PipelineParams, TrainParams
+from mmp_core.model.backbone import load_backbone
+from mmp_core.model.prompts import ADAPTER_CONFIG_NAME, MissingAwarePromptConfig, MissingAwarePromptModel
 from mmp_core.params_file import read_methods
-from mmp_core.prompts import ADAPTER_CONFIG_NAME, MissingAwarePromptConfig, MissingAwarePromptModel
 from tests.test_prompts import make_batch, seeded_logits
 
 PROMPT_TYPES = ["attention", "input"]

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from mmp_core.budget import step_budget, validation_interval
 from mmp_core.config import TrainParams
 from mmp_core.deepspeed_setup import deepspeed_config, parameter_groups
-from mmp_core.precision import bf16_native, resolve_precision
-from mmp_core.prompts import ADAPTER_WEIGHTS_NAME, MissingAwarePromptModel
+from mmp_core.model.precision import bf16_native, resolve_precision
+from mmp_core.model.prompts import ADAPTER_WEIGHTS_NAME, MissingAwarePromptModel
 from tests.model_fixtures import REPO, make_workspace, mmp_env, run_mmp, write_params
 
 pytestmark = pytest.mark.slow
@@ -58,7 +58,7 @@ def test_train_writes_best_adapter_curve_and_summary(workspace):
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert config["training"]["step"] == summary["best_step"]
     assert config["prompt_config"]["prompt_type"] == "input"
-    from mmp_core.backbone import load_backbone
+    from mmp_core.model.backbone import load_backbone
 
     model = MissingAwarePromptModel.from_pretrained(load_backbone(str(workspace / "backbone")), out / "adapter")
     assert model.prompts.shape == (3, 3, 6, 32)
@@ -245,8 +245,8 @@ def test_deepspeed_config_fills_batch_sizes_from_params():
 
 
 def test_parameter_groups_decay_weights_and_prompts_not_biases_or_norms():
-    from mmp_core.backbone import load_backbone
-    from mmp_core.prompts import MissingAwarePromptConfig
+    from mmp_core.model.backbone import load_backbone
+    from mmp_core.model.prompts import MissingAwarePromptConfig
 
     model = MissingAwarePromptModel(load_backbone("small:tiny"), MissingAwarePromptConfig("multilabel", 5))
     decay, no_decay = parameter_groups(model, 0.02)

@@ -163,7 +163,7 @@ def _report_vocabulary(args: argparse.Namespace, out: str) -> float | None:
     from mmp_core.data.inputs import build_tokenizer
     from mmp_core.data.prepared import load_prepared
     from mmp_core.data.vocab import VOCAB_NAME, report_unk_rate
-    from mmp_core.loading import tokenizer_for
+    from mmp_core.model.loading import tokenizer_for
     from mmp_core.params_file import PARAMS_NAME, find_project_root, read_params
 
     logger = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from mmp_core.backbone import load_backbone, vocab_path
 from mmp_core.config import ScenarioParams, TrainParams
+from mmp_core.model.backbone import load_backbone, vocab_path
 
 
 def backbone_for(params: TrainParams):

@@ -22,13 +22,13 @@ from torch import nn
 from transformers import ViltModel
 
 from mmp_core import __version__
-from mmp_core.backbone import backbone_fingerprint, fingerprint
 from mmp_core.fileio import atomic_write, atomic_write_json
-from mmp_core.prompts.config import (
+from mmp_core.model.backbone import backbone_fingerprint, fingerprint
+from mmp_core.model.prompts.config import (
     NUM_MISSING_TYPES,
     MissingAwarePromptConfig,
 )
-from mmp_core.prompts.layers import ClassificationHead, additive_mask, init_prompts
+from mmp_core.model.prompts.layers import ClassificationHead, additive_mask, init_prompts
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"

@@ -28,10 +28,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mmp_core.backbone import backbone_fingerprint
 from mmp_core.fileio import atomic_write, default_cache_dir
-from mmp_core.inference import predict
-from mmp_core.prompts import NUM_MISSING_TYPES
+from mmp_core.model.backbone import backbone_fingerprint
+from mmp_core.model.inference import predict
+from mmp_core.model.prompts import NUM_MISSING_TYPES
 
 FORMAT = 1  # bump when what is stored changes
 logger = logging.getLogger(__name__)

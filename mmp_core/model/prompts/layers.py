@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmp_core.prompts.config import COMPLETE, IMAGE_MISSING, TEXT_MISSING, MissingAwarePromptConfig
+from mmp_core.model.prompts.config import COMPLETE, IMAGE_MISSING, TEXT_MISSING, MissingAwarePromptConfig
 
 
 class ClassificationHead(nn.Sequential):

@@ -5,7 +5,7 @@ A backbone source is one of
     it (only `model.safetensors` is read);
   * an `s3://bucket/prefix` URI: the objects are mirrored into a local cache with boto3, each one verified;
   * a Hugging Face model id, `org/name` or `org/name@revision` (e.g. `dandelin/vilt-b32-mlm`), loaded through
-    transformers' cache (see `mmp_core.hub`); a path that exists locally always wins over a hub id;
+    transformers' cache (see `mmp_core.model.hub`); a path that exists locally always wins over a hub id;
   * `small:<name>`: a named small configuration with random weights (tests, benchmarks, pretraining).
 
 Weights are never unpickled: safetensors, or a hub `.bin` through `torch.load(weights_only=True)`.
@@ -77,7 +77,7 @@ def small_config(name: str, **overrides) -> ViltConfig:
 
 def hub_id_of(source: str):
     """The `HubId` when `source` names a hub model (not `small:`, `s3://` or an existing local path), else None."""
-    from mmp_core.hub import parse_hub_id
+    from mmp_core.model.hub import parse_hub_id
 
     if source.startswith(("small:", "s3://")) or Path(source).expanduser().exists():
         return None
@@ -88,7 +88,7 @@ def vocab_path(source: str, cache_dir: Path | None = None, endpoint_url: str | N
     """The tokenizer vocabulary that belongs to a backbone: `vocab.txt` beside its weights or in its hub repo."""
     hub_id = hub_id_of(source)
     if hub_id is not None:
-        from mmp_core import hub
+        from mmp_core.model import hub
 
         return hub.file_path(hub_id, VOCAB_NAME)
     directory = resolve_backbone_dir(source, cache_dir, endpoint_url)
@@ -149,7 +149,7 @@ def load_backbone(
         hf_logging.disable_progress_bar()  # no "Loading weights" bar for every stage
         hub_id = hub_id_of(source)
         if hub_id is not None:
-            from mmp_core import hub
+            from mmp_core.model import hub
 
             model = hub.load_model(hub_id)
         else:

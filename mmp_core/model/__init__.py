@@ -1,0 +1,1 @@
+"""The model: a frozen backbone and the missing-aware prompts over it."""
