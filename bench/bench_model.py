@@ -21,8 +21,8 @@ import time
 import numpy as np
 import torch
 
-from mmp_core.evaluate import run_variants
-from mmp_core.metrics import compute_metrics
+from mmp_core.evaluation.evaluate import run_variants
+from mmp_core.evaluation.metrics import compute_metrics
 from mmp_core.model.backbone import load_backbone
 from mmp_core.model.inference import predict
 from mmp_core.model.prompts import MissingAwarePromptConfig, MissingAwarePromptModel

@@ -118,7 +118,7 @@ def b32_step(method: str, precision: str, steps: int) -> dict:
 
 def evaluate_child(method: str, adapter: str, precision: str, out: str) -> dict:
     from mmp_core.config import EvaluateParams, TrainParams
-    from mmp_core.evaluate import evaluate_adapter
+    from mmp_core.evaluation.evaluate import evaluate_adapter
     from mmp_core.params_file import load_section
 
     train = load_section(REPO / "params.yaml", "train", TrainParams).model_copy(update={"precision": precision})

@@ -151,7 +151,7 @@ def adapter_scores(
     """{scenario: F1-Macro} and per-genre F1 on complete data of one trained adapter on the test split."""
     from mmp_core.config import TrainParams
     from mmp_core.data import collate
-    from mmp_core.evaluate import run_variants
+    from mmp_core.evaluation.evaluate import run_variants
     from mmp_core.model.loading import backbone_for, split_dataset, tokenizer_for
     from mmp_core.model.prompts import MissingAwarePromptModel
     from mmp_core.params_file import load_section

@@ -29,7 +29,7 @@ from flows.tasks import (
     versions_of,
 )
 from mmp_core.config import PipelineParams
-from mmp_core.paired import format_paired, paired_table
+from mmp_core.evaluation.paired import format_paired, paired_table
 from mmp_core.publish import new_run_id, unchanged_since
 from mmp_core.report import TABLE_RATE, lead_verdict, prompt_margins, scenario_table
 from mmp_core.workspaces import default_git_url

@@ -266,7 +266,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from mmp_core.config import EvaluateParams, TrainParams
-    from mmp_core.evaluate import evaluate_adapter
+    from mmp_core.evaluation.evaluate import evaluate_adapter
     from mmp_core.params_file import load_params
 
     sections = load_params(args.params, {"evaluate": EvaluateParams, "train": TrainParams}, args.set)
@@ -284,8 +284,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_aggregate(args: argparse.Namespace) -> int:
+    from mmp_core.evaluation.seeds import aggregate_method, format_cell, has_spread
     from mmp_core.params_file import read_seeds
-    from mmp_core.seeds import aggregate_method, format_cell, has_spread
 
     seeds = read_seeds(args.params)
     document = aggregate_method(args.results, args.models, seeds)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from mmp_core.artifact_store import DASHBOARD_KEY, ArtifactStore
-from mmp_core.paired import paired_table
+from mmp_core.evaluation.paired import paired_table
 from mmp_core.report import (
     TABLE_RATE,
     _esc,

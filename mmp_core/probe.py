@@ -103,7 +103,7 @@ def linear_probe(backbone, prepared, tokenizer, image_config, max_text_len: int,
     `absent_labels`: {"train": names, "test": names} of the labels that never occur in each split, and
     `missing_case_accuracy` (`missing_case_accuracy`)."""
     from mmp_core.data import MultimodalDataset
-    from mmp_core.metrics import compute_metrics
+    from mmp_core.evaluation.metrics import compute_metrics
 
     spec = prepared.spec
     results: dict = {"dataset": spec.name, "metric": spec.primary_metric}

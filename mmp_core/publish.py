@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from mmp_core.artifact_store import ArtifactStore, ChampionMovedError
+from mmp_core.evaluation.seeds import SEEDS_DIR
 from mmp_core.fileio import atomic_write_json, atomic_write_text
 from mmp_core.promotion import (
     PromotionDecision,
@@ -29,7 +30,6 @@ from mmp_core.promotion import (
     headline_summary,
 )
 from mmp_core.report import load_run_results, render_report
-from mmp_core.seeds import SEEDS_DIR
 
 MODELS_DIR = "models"
 RESULTS_DIR = "results"

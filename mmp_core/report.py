@@ -19,7 +19,7 @@ from typing import Any
 
 from mmp_core.artifact_store import ArtifactStore
 from mmp_core.config import METHODS, REFERENCE_METHODS
-from mmp_core.paired import format_paired, paired_table
+from mmp_core.evaluation.paired import format_paired, paired_table
 
 METHOD_ORDER = tuple(METHODS)  # the order of the paper's tables
 TYPE_ORDER = ("text", "image", "both")

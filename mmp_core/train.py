@@ -37,8 +37,8 @@ from mmp_core.checkpoints import (
 )
 from mmp_core.config import METHODS, TrainParams
 from mmp_core.deepspeed_setup import deepspeed_config, init_distributed, master_weights, parameter_groups
+from mmp_core.evaluation.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
 from mmp_core.fileio import atomic_write_json, recover_dir, replace_dir
-from mmp_core.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
 from mmp_core.model.features import FeatureDataset, feature_collate, frozen_features_off
 from mmp_core.model.inference import model_inputs, predict
 from mmp_core.model.loading import backbone_for, data_checksum, open_prepared, split_dataset, tokenizer_for

@@ -15,8 +15,8 @@ STAGE_MODULES = {
     "generate": "mmp_core/data/generate.py",
     "prepare": "mmp_core/data/convert.py",
     "train": "mmp_core/train.py",
-    "evaluate": "mmp_core/evaluate.py",
-    "aggregate": "mmp_core/seeds.py",
+    "evaluate": "mmp_core/evaluation/evaluate.py",
+    "aggregate": "mmp_core/evaluation/seeds.py",
 }
 # Imported for types or helpers that cannot change a stage's output.
 NEUTRAL = {"mmp_core/__init__.py"}

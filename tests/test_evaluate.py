@@ -12,8 +12,8 @@ import yaml
 
 from mmp_core.config import TrainParams
 from mmp_core.data import collate
-from mmp_core.evaluate import VariantOutputs, load_variant_outputs, run_variants
-from mmp_core.metrics import compute_metrics
+from mmp_core.evaluation.evaluate import VariantOutputs, load_variant_outputs, run_variants
+from mmp_core.evaluation.metrics import compute_metrics
 from mmp_core.model.backbone import load_backbone
 from mmp_core.model.inference import predict
 from mmp_core.model.loading import missing_seed, open_prepared, split_dataset, tokenizer_for

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from mmp_core.config import METHODS, REFERENCE_METHODS, TrainParams
 from mmp_core.data import collate
 from mmp_core.deepspeed_setup import parameter_groups
-from mmp_core.metrics import compute_metrics
+from mmp_core.evaluation.metrics import compute_metrics
 from mmp_core.model.backbone import backbone_fingerprint, load_backbone
 from mmp_core.model.features import frozen_features_off
 from mmp_core.model.inference import predict

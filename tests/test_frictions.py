@@ -21,11 +21,11 @@ from mmp_core.cli import main
 from mmp_core.config import TrainParams
 from mmp_core.data import build_tokenizer, load_prepared, prepare
 from mmp_core.data.vocab import UNK_WARN_RATE, build_vocab, report_unk_rate, unk_rate, write_vocab
-from mmp_core.metrics import sanity_check
+from mmp_core.evaluation.metrics import sanity_check
+from mmp_core.evaluation.seeds import format_cell, has_spread
 from mmp_core.model.backbone import WEIGHTS_NAME, load_backbone
 from mmp_core.probe import absent_labels, fit_probe
 from mmp_core.scenarios import MissingScenario
-from mmp_core.seeds import format_cell, has_spread
 from tests.data_fixtures import make_hatememes, make_mmimdb
 from tests.results_fixtures import metrics_document
 

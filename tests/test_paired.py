@@ -1,4 +1,4 @@
-"""Paired statistics (mmp_core.paired) on constructed examples with known answers."""
+"""Paired statistics (mmp_core.evaluation.paired) on constructed examples with known answers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mmp_core.paired import (
+from mmp_core.evaluation.paired import (
     bootstrap_interval,
     format_paired,
     gap_recovered,
@@ -17,7 +17,7 @@ from mmp_core.paired import (
     seed_interval,
     verdict,
 )
-from mmp_core.seeds import aggregate_documents
+from mmp_core.evaluation.seeds import aggregate_documents
 
 
 def accuracy(scores, labels):

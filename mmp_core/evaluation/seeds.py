@@ -9,7 +9,7 @@ layout as a single evaluation, every metric the mean over seeds, plus:
   (0 for one seed), so a difference between methods can be read against the seed noise;
 - `per_seed`: each seed's headline value, its best validation score and its sanity verdict;
 - `per_seed_grid`: {seed: the primary metric of every grid cell, in grid order}: what paired comparisons of two
-  methods seed by seed read (mmp_core.paired.paired_table);
+  methods seed by seed read (mmp_core.evaluation.paired.paired_table);
 - `adapter_seed`: the seed whose adapter is published for the method — the one with the best *validation*
   score (model selection never looks at the test split);
 - `sanity`: the published seed's check against the label prior, plus a warning per other seed that failed it.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmp_core.results import write_results
+from mmp_core.evaluation.results import write_results
 
 SEEDS_DIR = "seeds"
 _CELL_KEYS = ("missing_type", "missing_rate")

@@ -114,12 +114,12 @@ def bootstrap_interval(
 
 
 def metric(task: str, name: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    """The metric_fn of `bootstrap_interval` for one of `mmp_core.metrics.compute_metrics`'s metrics.
+    """The metric_fn of `bootstrap_interval` for one of `mmp_core.evaluation.metrics.compute_metrics`'s metrics.
 
     Accuracy, F1-macro and F1-micro also get the `weighted` form (the same values from per-class counts, for all
     resamples at once); the others (f1_weighted, f1_samples, AUROC) are computed per resample.
     """
-    from mmp_core.metrics import compute_metrics
+    from mmp_core.evaluation.metrics import compute_metrics
 
     def metric_fn(scores: np.ndarray, labels: np.ndarray) -> float:
         return compute_metrics(task, scores, labels)[name]

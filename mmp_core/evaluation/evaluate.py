@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmp_core.evaluation.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
+from mmp_core.evaluation.results import write_results
 from mmp_core.fileio import atomic_write
-from mmp_core.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
 from mmp_core.model.features import FeatureDataset, feature_collate, frozen_features_off, variant_features
 from mmp_core.model.inference import predict
 from mmp_core.model.precision import resolve_precision, torch_dtype
 from mmp_core.model.prompts import COMPLETE, IMAGE_MISSING, NUM_MISSING_TYPES, TEXT_MISSING
-from mmp_core.results import write_results
 
 VARIANTS = (COMPLETE, TEXT_MISSING, IMAGE_MISSING)
 
@@ -208,7 +208,7 @@ SCORES_NAME = "scores.npz"
 
 def save_variant_outputs(outputs: VariantOutputs, path: Path) -> None:
     """Every test sample's scores under each variant, with the labels: what a paired bootstrap over test samples
-    (mmp_core.paired.bootstrap_interval) needs to compare two methods cell by cell, without running them again."""
+    (mmp_core.evaluation.paired.bootstrap_interval) needs to compare two methods cell by cell, without running them again."""
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as handle:  # a file object: np.savez would add ".npz" to a temporary name

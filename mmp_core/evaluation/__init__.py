@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the scenario grid of an adapter, results files, seeds folded, paired comparisons."""
