@@ -54,12 +54,12 @@ def model_step(method: str, precision: str, steps: int) -> dict:
 
     from mmp_core.config import TrainParams
     from mmp_core.data import collate
-    from mmp_core.deepspeed_setup import parameter_groups
     from mmp_core.model.inference import model_inputs
     from mmp_core.model.loading import open_prepared, split_dataset, tokenizer_for
     from mmp_core.model.precision import torch_dtype
     from mmp_core.params_file import load_section
-    from mmp_core.train import build_model
+    from mmp_core.training.deepspeed_setup import parameter_groups
+    from mmp_core.training.train import build_model
 
     params = load_section(REPO / "params.yaml", "train", TrainParams)
     prepared = open_prepared(PREPARED)

@@ -177,10 +177,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
     import sys
 
     from mmp_core.config import PretrainParams
-    from mmp_core.model_card import write_card
     from mmp_core.params_file import load_params
-    from mmp_core.pretrain import pretrain
-    from mmp_core.pretrain_data import caption_tokenizer, scene_tokenizer
+    from mmp_core.pretraining.data import caption_tokenizer, scene_tokenizer
+    from mmp_core.pretraining.model_card import write_card
+    from mmp_core.pretraining.pretrain import pretrain
 
     params = load_params(args.params, {"pretrain": PretrainParams}, args.set)["pretrain"]
     if args.init:
@@ -237,9 +237,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from mmp_core.config import TrainParams
-    from mmp_core.deepspeed_setup import shutdown_distributed
     from mmp_core.params_file import load_params
-    from mmp_core.train import train, training_data
+    from mmp_core.training.deepspeed_setup import shutdown_distributed
+    from mmp_core.training.train import train, training_data
 
     params = load_params(args.params, {"train": TrainParams}, args.set)["train"]
     data = training_data(args.prepared, params)
@@ -307,8 +307,8 @@ def run_probe(args: argparse.Namespace) -> int:
     from mmp_core.data import ImageConfig, build_tokenizer, load_prepared
     from mmp_core.fileio import atomic_write_json
     from mmp_core.model.backbone import load_backbone, resolve_backbone_dir
-    from mmp_core.model_card import PROBE_NAME, write_card
-    from mmp_core.probe import PROBE_INPUTS, linear_probe
+    from mmp_core.pretraining.model_card import PROBE_NAME, write_card
+    from mmp_core.pretraining.probe import PROBE_INPUTS, linear_probe
 
     directory = resolve_backbone_dir(args.backbone)
     results = linear_probe(

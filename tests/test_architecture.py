@@ -13,9 +13,9 @@ from tests.test_dvc_deps import REPO, _module_file
 # Bottom to top; a module may import its own layer and the ones below, never one above.
 LAYERS = (
     ("ground", ("fileio.py", "progress.py", "s3.py", "tasks.py", "config.py", "params_file.py", "scenarios.py", "evaluation/metrics.py", "evaluation/results.py",
-                "evaluation/paired.py", "budget.py", "model_card.py", "pretrain_checks.py", "model/precision.py", "model/hub.py", "model/backbone.py", "model/prompts/*", "data/vocab.py", "__init__.py", "model/__init__.py", "evaluation/__init__.py")),
+                "evaluation/paired.py", "training/budget.py", "pretraining/model_card.py", "pretraining/checks.py", "model/precision.py", "model/hub.py", "model/backbone.py", "model/prompts/*", "data/vocab.py", "__init__.py", "model/__init__.py", "evaluation/__init__.py", "training/__init__.py", "pretraining/__init__.py")),
     ("data", ("data/*",)),
-    ("model stages", ("model/loading.py", "model/inference.py", "model/features.py", "deepspeed_setup.py", "checkpoints.py", "probe.py", "pretrain_data.py", "pretrain_model.py", "pretrain_init.py", "pretrain_checkpoints.py", "pretrain.py", "train.py", "evaluation/evaluate.py", "evaluation/seeds.py")),
+    ("model stages", ("model/loading.py", "model/inference.py", "model/features.py", "training/deepspeed_setup.py", "training/checkpoints.py", "pretraining/probe.py", "pretraining/data.py", "pretraining/model.py", "pretraining/init.py", "pretraining/checkpoints.py", "pretraining/pretrain.py", "training/train.py", "evaluation/evaluate.py", "evaluation/seeds.py")),
     ("publishing", ("artifact_store.py", "local_store.py", "s3_store.py", "storage.py", "preflight.py", "promotion.py", "report.py",
                     "dashboard.py", "publish.py", "workspaces.py")),
     ("interfaces", ("missing.py", "predict_io.py", "predict.py", "commands.py", "predict_commands.py", "doctor_command.py", "cli.py", "data/commands.py")),

@@ -20,8 +20,8 @@ from PIL import Image
 from mmp_core.config import PretrainParams
 from mmp_core.data import captions, drawing
 from mmp_core.data.captions import CaptionsConfig, hard_negative, make_picture, render_caption
-from mmp_core.model_card import CARD_NAME, SUMMARY_NAME
-from mmp_core.pretrain_data import CaptionPairs, caption_tokenizer, collate_pairs, scene_tokenizer
+from mmp_core.pretraining.data import CaptionPairs, caption_tokenizer, collate_pairs, scene_tokenizer
+from mmp_core.pretraining.model_card import CARD_NAME, SUMMARY_NAME
 from tests.model_fixtures import REPO, TINY_IMAGE
 
 CUES = {word for words in captions.LEXICON["cues"].values() for word in words}
@@ -140,7 +140,7 @@ def _params(**update) -> PretrainParams:
 
 
 def test_mlm_masks_whole_words_at_one_rate(tokenizer):
-    from mmp_core.pretrain import mask_tokens
+    from mmp_core.pretraining.pretrain import mask_tokens
 
     params = _params(concept_mlm_probability=0.95)
     pairs = CaptionPairs(params, tokenizer, part=1, size=200)
@@ -163,9 +163,9 @@ def test_mlm_masks_whole_words_at_one_rate(tokenizer):
 
 
 def test_pretraining_on_captions_uses_complete_pairs_only(tmp_path, monkeypatch):
-    import mmp_core.pretrain as pretrain_module
+    import mmp_core.pretraining.pretrain as pretrain_module
     from mmp_core.commands import run_pretrain
-    from mmp_core.pretrain_model import PretrainingModel
+    from mmp_core.pretraining.model import PretrainingModel
 
     def no_contrast(*args, **kwargs):
         raise AssertionError("image-text contrast ran")
@@ -203,7 +203,7 @@ def test_pretraining_on_captions_uses_complete_pairs_only(tmp_path, monkeypatch)
 
 
 def test_captions_cannot_continue_a_backbone(tmp_path):
-    from mmp_core.pretrain import pretrain
+    from mmp_core.pretraining.pretrain import pretrain
 
     with pytest.raises(ValueError, match="corpus 'captions' is not supported"):
         pretrain(_params(init=str(REPO / "backbones" / "embedded")), None, tmp_path / "out")

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 STAGE_MODULES = {
     "generate": "mmp_core/data/generate.py",
     "prepare": "mmp_core/data/convert.py",
-    "train": "mmp_core/train.py",
+    "train": "mmp_core/training/train.py",
     "evaluate": "mmp_core/evaluation/evaluate.py",
     "aggregate": "mmp_core/evaluation/seeds.py",
 }

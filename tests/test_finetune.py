@@ -12,7 +12,6 @@ from safetensors.torch import load_file
 
 from mmp_core.config import METHODS, REFERENCE_METHODS, TrainParams
 from mmp_core.data import collate
-from mmp_core.deepspeed_setup import parameter_groups
 from mmp_core.evaluation.metrics import compute_metrics
 from mmp_core.model.backbone import backbone_fingerprint, load_backbone
 from mmp_core.model.features import frozen_features_off
@@ -24,6 +23,7 @@ from mmp_core.model.prompts import (
     MissingAwarePromptConfig,
     MissingAwarePromptModel,
 )
+from mmp_core.training.deepspeed_setup import parameter_groups
 from tests.model_fixtures import make_workspace, run_mmp, write_params
 from tests.test_prompts import make_batch, seeded_logits
 from tests.test_train import train_args

@@ -16,10 +16,10 @@ from mmp_core.evaluation.metrics import prior_baseline, sanity_check
 from mmp_core.evaluation.seeds import aggregate_documents, aggregate_method
 from mmp_core.model.backbone import load_backbone
 from mmp_core.model.inference import predict
-from mmp_core.model_card import CARD_DATA_NAME, CARD_NAME, verify_card
 from mmp_core.params_file import load_section, read_seeds
-from mmp_core.pretrain import HEADS_NAME, load_pretraining_model, matching_metrics
-from mmp_core.pretrain_data import ScenePairs
+from mmp_core.pretraining.data import ScenePairs
+from mmp_core.pretraining.model_card import CARD_DATA_NAME, CARD_NAME, verify_card
+from mmp_core.pretraining.pretrain import HEADS_NAME, load_pretraining_model, matching_metrics
 from tests.model_fixtures import REPO, make_backbone_dir, make_prepared, run_mmp
 from tests.results_fixtures import metrics_document
 

@@ -21,7 +21,7 @@ from mmp_core.predict import Predictor
 from mmp_core.predict_io import PredictionInput, read_inputs, select_labels
 from mmp_core.scenarios import CODE_NAMES
 from mmp_core.storage import open_store
-from mmp_core.train import input_settings
+from mmp_core.training.train import input_settings
 from tests.model_fixtures import TINY_IMAGE, make_backbone_dir, mmp_env, run_mmp
 
 

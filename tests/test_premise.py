@@ -11,10 +11,10 @@ import torch
 
 from mmp_core.config import PretrainParams
 from mmp_core.data import build_tokenizer
-from mmp_core.model_card import CARD_DATA_NAME, CARD_NAME, verify_card
-from mmp_core.pretrain import load_pretraining_model, matching_metrics
-from mmp_core.pretrain_data import CaptionPairs
-from mmp_core.probe import missing_case_accuracy
+from mmp_core.pretraining.data import CaptionPairs
+from mmp_core.pretraining.model_card import CARD_DATA_NAME, CARD_NAME, verify_card
+from mmp_core.pretraining.pretrain import load_pretraining_model, matching_metrics
+from mmp_core.pretraining.probe import missing_case_accuracy
 from tests.model_fixtures import REPO
 
 

@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 
 from mmp_core.config import PretrainParams
 from mmp_core.model.backbone import small_config
-from mmp_core.model_card import CARD_DATA_NAME, CARD_NAME, PROBE_NAME, SUMMARY_NAME, render_card, write_card
-from mmp_core.pretrain_checkpoints import LATEST, claim_checkpoint_dir
-from mmp_core.pretrain_checks import chance_bound, chance_warning, own_data_verdict
-from mmp_core.pretrain_init import extend_word_rows, merged_vocabulary, read_vocab, tokenizer_from_vocab
-from mmp_core.pretrain_model import HEADS_NAME, PretrainingModel, save_heads
+from mmp_core.pretraining.checkpoints import LATEST, claim_checkpoint_dir
+from mmp_core.pretraining.checks import chance_bound, chance_warning, own_data_verdict
+from mmp_core.pretraining.init import extend_word_rows, merged_vocabulary, read_vocab, tokenizer_from_vocab
+from mmp_core.pretraining.model import HEADS_NAME, PretrainingModel, save_heads
+from mmp_core.pretraining.model_card import CARD_DATA_NAME, CARD_NAME, PROBE_NAME, SUMMARY_NAME, render_card, write_card
 from tests.model_fixtures import REPO, TINY_IMAGE, make_prepared, mmp_env, run_mmp
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -120,7 +120,7 @@ def _tensors(directory) -> dict:
 
 
 def test_continued_pretraining_resumes_to_the_same_weights(own_data, tmp_path, monkeypatch, one_thread):
-    import mmp_core.pretrain as pretrain_module
+    import mmp_core.pretraining.pretrain as pretrain_module
     from mmp_core.progress import Progress
 
     prepared, backbone, init_vocab, words = own_data

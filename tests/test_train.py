@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmp_core.budget import step_budget, validation_interval
 from mmp_core.config import TrainParams
-from mmp_core.deepspeed_setup import deepspeed_config, parameter_groups
 from mmp_core.model.precision import bf16_native, resolve_precision
 from mmp_core.model.prompts import ADAPTER_WEIGHTS_NAME, MissingAwarePromptModel
+from mmp_core.training.budget import step_budget, validation_interval
+from mmp_core.training.deepspeed_setup import deepspeed_config, parameter_groups
 from tests.model_fixtures import REPO, make_workspace, mmp_env, run_mmp, write_params
 
 pytestmark = pytest.mark.slow

@@ -15,8 +15,8 @@ generic captioned pictures (`corpus: captions`, `mmp_core.data.captions`: ViLT's
 negatives and whole-word MLM at one rate on complete pairs only, no ITC whatever `itc_weight` says) or
 from a prepared dataset's complete training pairs (`corpus: prepared`; in-batch negatives and plain MLM only,
 its validation split's complete pairs held out). Pretraining starts from random weights (`pretrain.config`) or
-continues from a pretrained backbone (`pretrain.init`, `mmp_core.pretrain_init`), and resumes from its latest
-checkpoint after an interruption (`mmp_core.pretrain_checkpoints`). The result is a `save_pretrained` directory
+continues from a pretrained backbone (`pretrain.init`, `mmp_core.pretraining.init`), and resumes from its latest
+checkpoint after an interruption (`mmp_core.pretraining.checkpoints`). The result is a `save_pretrained` directory
 with `vocab.txt` and `pretrain_summary.json` (held-out metrics, warnings) beside it: exactly what a downloaded
 checkpoint looks like, loaded by the same code.
 """
@@ -35,15 +35,15 @@ from transformers import get_linear_schedule_with_warmup
 from mmp_core.config import PretrainParams
 from mmp_core.fileio import atomic_write_json, replace_dir
 from mmp_core.model.backbone import small_config
-from mmp_core.pretrain_checkpoints import (
+from mmp_core.pretraining.checkpoints import (
     PretrainState,
     claim_checkpoint_dir,
     pretrain_fingerprint,
     resume,
     save_checkpoint,
 )
-from mmp_core.pretrain_checks import chance_warning
-from mmp_core.pretrain_data import (
+from mmp_core.pretraining.checks import chance_warning
+from mmp_core.pretraining.data import (
     HARD_NEGATIVE,
     MATCHED,
     OTHER_TEXT,
@@ -52,7 +52,7 @@ from mmp_core.pretrain_data import (
     collate_pairs,
     prepared_pairs,
 )
-from mmp_core.pretrain_model import HEADS_NAME, PretrainingModel, load_pretraining_model, save_heads
+from mmp_core.pretraining.model import HEADS_NAME, PretrainingModel, load_pretraining_model, save_heads
 from mmp_core.progress import Progress
 
 __all__ = ["HEADS_NAME", "PretrainingModel", "load_pretraining_model", "matching_metrics", "pretrain", "save_heads"]
@@ -234,7 +234,7 @@ def pretrain(
             "pretrain.init: continuing a backbone on corpus 'captions' is not supported; start from scratch"
         )
     if params.init:
-        from mmp_core.pretrain_init import init_model
+        from mmp_core.pretraining.init import init_model
 
         model, tokenizer, init = init_model(params, prepared_dir)
         config = model.mlm.config

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers import ViltForMaskedLM
 
-from mmp_core.pretrain_data import HARD_NEGATIVE, MATCHED, OTHER_TEXT
+from mmp_core.pretraining.data import HARD_NEGATIVE, MATCHED, OTHER_TEXT
 
 
 class PretrainingModel(nn.Module):

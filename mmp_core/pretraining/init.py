@@ -19,7 +19,7 @@ from torch import nn
 
 from mmp_core.config import PretrainParams
 from mmp_core.data.vocab import VOCAB_NAME, build_vocab
-from mmp_core.pretrain_model import HEADS_NAME, PretrainingModel, load_backbone_and_heads, tie_decoder
+from mmp_core.pretraining.model import HEADS_NAME, PretrainingModel, load_backbone_and_heads, tie_decoder
 
 logger = logging.getLogger(__name__)
 

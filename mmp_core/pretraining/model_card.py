@@ -12,7 +12,7 @@ import platform
 from pathlib import Path
 
 from mmp_core.fileio import atomic_write_json, atomic_write_text, sha256_file
-from mmp_core.pretrain_checks import MIN_COMPLETE_OVER_SINGLE, MIN_HELDOUT_ITM, chance_bound, own_data_verdict
+from mmp_core.pretraining.checks import MIN_COMPLETE_OVER_SINGLE, MIN_HELDOUT_ITM, chance_bound, own_data_verdict
 
 CARD_NAME = "MODEL_CARD.md"
 CARD_DATA_NAME = "card.json"

@@ -7,8 +7,8 @@ parameters only (no decay on biases and norms, prompts decayed), linear warmup t
 batch reached by gradient accumulation, validation several times per epoch under the val missing setting,
 and the best adapter by the dataset's metric.
 
-Interrupted training resumes from its latest checkpoint (mmp_core.checkpoints); the process group, DeepSpeed's
-config and the optimizer's parameter groups come from mmp_core.deepspeed_setup.
+Interrupted training resumes from its latest checkpoint (mmp_core.training.checkpoints); the process group, DeepSpeed's
+config and the optimizer's parameter groups come from mmp_core.training.deepspeed_setup.
 """
 
 from __future__ import annotations
@@ -26,17 +26,7 @@ from pathlib import Path
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from mmp_core.budget import epoch_order, finished, step_budget, validation_interval
-from mmp_core.checkpoints import (
-    ADAPTER_DIR,
-    BEST_ADAPTER,
-    claim_checkpoint_dir,
-    ensure_adapter,
-    resume,
-    save_checkpoint,
-)
 from mmp_core.config import METHODS, TrainParams
-from mmp_core.deepspeed_setup import deepspeed_config, init_distributed, master_weights, parameter_groups
 from mmp_core.evaluation.metrics import PRIMARY_METRIC, compute_metrics, prior_baseline, sanity_check
 from mmp_core.fileio import atomic_write_json, recover_dir, replace_dir
 from mmp_core.model.features import FeatureDataset, feature_collate, frozen_features_off
@@ -45,6 +35,16 @@ from mmp_core.model.loading import backbone_for, data_checksum, open_prepared, s
 from mmp_core.model.precision import resolve_precision
 from mmp_core.model.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 from mmp_core.progress import Progress
+from mmp_core.training.budget import epoch_order, finished, step_budget, validation_interval
+from mmp_core.training.checkpoints import (
+    ADAPTER_DIR,
+    BEST_ADAPTER,
+    claim_checkpoint_dir,
+    ensure_adapter,
+    resume,
+    save_checkpoint,
+)
+from mmp_core.training.deepspeed_setup import deepspeed_config, init_distributed, master_weights, parameter_groups
 
 SUMMARY_NAME = "train_summary.json"
 logger = logging.getLogger(__name__)
