@@ -17,7 +17,6 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mmp_core.artifact_store import ArtifactStore
 from mmp_core.dashboard import write_dashboard
 from mmp_core.fileio import atomic_write_text
 from mmp_core.params_file import read_methods
@@ -26,6 +25,7 @@ from mmp_core.publish import RunBundle, Versions, assemble_run, project_versions
 from mmp_core.publish import promote as promote_run
 from mmp_core.s3 import parse_store_location
 from mmp_core.storage import open_store
+from mmp_core.storage.artifact_store import ArtifactStore
 
 
 def _environment(extra: dict | None = None) -> dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from mmp_core.artifact_store import DASHBOARD_KEY, ArtifactStore
 from mmp_core.evaluation.paired import paired_table
 from mmp_core.report import (
     TABLE_RATE,
@@ -23,6 +22,7 @@ from mmp_core.report import (
     _rate_table_html,
     load_run_results,
 )
+from mmp_core.storage.artifact_store import DASHBOARD_KEY, ArtifactStore
 
 
 def _report_key(manifest: Mapping) -> str | None:

@@ -192,10 +192,10 @@ class Predictor:
         `train.backbone`; a relative directory is looked up here, then at the root of the project around the
         current directory. Other arguments as `from_adapter`.
         """
-        from mmp_core.artifact_store import ArtifactStore
         from mmp_core.fileio import default_cache_dir
         from mmp_core.model.prompts import read_adapter_config
         from mmp_core.storage import open_store
+        from mmp_core.storage.artifact_store import ArtifactStore
 
         if not isinstance(store, ArtifactStore):
             store = open_store(store, endpoint_url=endpoint_url)

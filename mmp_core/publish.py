@@ -18,7 +18,6 @@ from pathlib import Path
 
 import yaml
 
-from mmp_core.artifact_store import ArtifactStore, ChampionMovedError
 from mmp_core.evaluation.seeds import SEEDS_DIR
 from mmp_core.fileio import atomic_write_json, atomic_write_text
 from mmp_core.promotion import (
@@ -30,6 +29,7 @@ from mmp_core.promotion import (
     headline_summary,
 )
 from mmp_core.report import load_run_results, render_report
+from mmp_core.storage.artifact_store import ArtifactStore, ChampionMovedError
 
 MODELS_DIR = "models"
 RESULTS_DIR = "results"

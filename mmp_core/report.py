@@ -17,9 +17,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mmp_core.artifact_store import ArtifactStore
 from mmp_core.config import METHODS, REFERENCE_METHODS
 from mmp_core.evaluation.paired import format_paired, paired_table
+from mmp_core.storage.artifact_store import ArtifactStore
 
 METHOD_ORDER = tuple(METHODS)  # the order of the paper's tables
 TYPE_ORDER = ("text", "image", "both")

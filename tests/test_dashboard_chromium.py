@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from mmp_core.dashboard import write_dashboard
-from mmp_core.local_store import LocalStore
 from mmp_core.promotion import build_run_metadata, headline_summary
+from mmp_core.storage.local_store import LocalStore
 from tests.results_fixtures import metrics_document
 
 CHROMIUM = shutil.which("chromium")

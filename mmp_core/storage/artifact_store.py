@@ -1,7 +1,7 @@
 """The artifact store's layout and the logic every backend shares (`ArtifactStore`): runs, champion, files.
 
 The store holds published runs, the champion pointer and the dashboard, on a local directory
-(`mmp_core.local_store`) or on S3 (`mmp_core.s3_store`); `mmp_core.storage.open_store` opens one.
+(`mmp_core.storage.local_store`) or on S3 (`mmp_core.storage.s3_store`); `mmp_core.storage.open_store` opens one.
 
 Both backends share one layout (under a local root directory or under `s3://bucket/prefix`):
 

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mmp_core import s3 as s3util
-from mmp_core.artifact_store import CHAMPION_KEY, ArtifactStore, ChampionMovedError
 from mmp_core.s3 import validate_key
+from mmp_core.storage.artifact_store import CHAMPION_KEY, ArtifactStore, ChampionMovedError
 
 _CONTENT_TYPES = {
     ".json": "application/json",

@@ -9,9 +9,9 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from mmp_core.artifact_store import CHAMPION_KEY, ArtifactStore
 from mmp_core.fileio import atomic_write_bytes, sha256_file
 from mmp_core.s3 import validate_key
+from mmp_core.storage.artifact_store import CHAMPION_KEY, ArtifactStore
 
 
 class LocalStore(ArtifactStore):
