@@ -1,4 +1,4 @@
-"""`mmp doctor`: the checks the flows run before any stage (mmp_core.preflight), printed as a table.
+"""`mmp doctor`: the checks the flows run before any stage (mmp_core.publishing.preflight), printed as a table.
 
 What to run first on a new machine, or when something is off: params.yaml, the store's location and access (an
 S3 store reached, its bucket found, a test object written and deleted), the backbone, the DVC project.
@@ -36,7 +36,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
 def run_doctor(args: argparse.Namespace) -> int:
     from mmp_core.params_file import find_project_root
-    from mmp_core.preflight import FAILED, format_table, preflight_checks
+    from mmp_core.publishing.preflight import FAILED, format_table, preflight_checks
 
     repo = Path(args.repo) if args.repo else find_project_root() or Path.cwd()
     store = args.store if args.store is not None else os.environ.get("MMP_STORE", "store")

@@ -74,8 +74,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from mmp_core.config import TrainParams
     from mmp_core.fileio import atomic_write_text
     from mmp_core.params_file import find_project_root, load_section, params_path
-    from mmp_core.predict import Predictor
-    from mmp_core.predict_io import PredictionInput, read_inputs
+    from mmp_core.predict.inputs import PredictionInput, read_inputs
+    from mmp_core.predict.predictor import Predictor
 
     if args.inputs and (args.image or args.text is not None):
         raise ValueError("give --inputs, or --image and/or --text, not both")

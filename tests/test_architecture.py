@@ -16,9 +16,9 @@ LAYERS = (
                 "evaluation/paired.py", "training/budget.py", "pretraining/model_card.py", "pretraining/checks.py", "model/precision.py", "model/hub.py", "model/backbone.py", "model/prompts/*", "data/vocab.py", "__init__.py", "model/__init__.py", "evaluation/__init__.py", "training/__init__.py", "pretraining/__init__.py")),
     ("data", ("data/*",)),
     ("model stages", ("model/loading.py", "model/inference.py", "model/features.py", "training/deepspeed_setup.py", "training/checkpoints.py", "pretraining/probe.py", "pretraining/data.py", "pretraining/model.py", "pretraining/init.py", "pretraining/checkpoints.py", "pretraining/pretrain.py", "training/train.py", "evaluation/evaluate.py", "evaluation/seeds.py")),
-    ("publishing", ("storage/artifact_store.py", "storage/local_store.py", "storage/s3_store.py", "storage/locations.py", "storage/__init__.py", "preflight.py", "promotion.py", "report.py",
-                    "dashboard.py", "publish.py", "workspaces.py")),
-    ("interfaces", ("missing.py", "predict_io.py", "predict.py", "commands.py", "predict_commands.py", "doctor_command.py", "cli.py", "data/commands.py")),
+    ("publishing", ("storage/artifact_store.py", "storage/local_store.py", "storage/s3_store.py", "storage/locations.py", "storage/__init__.py", "publishing/preflight.py", "publishing/promotion.py", "publishing/report.py",
+                    "publishing/dashboard.py", "publishing/publish.py", "publishing/workspaces.py", "publishing/__init__.py")),
+    ("interfaces", ("missing.py", "predict/inputs.py", "predict/predictor.py", "predict/__init__.py", "commands.py", "predict_commands.py", "doctor_command.py", "cli.py", "data/commands.py")),
 )  # fmt: skip
 
 

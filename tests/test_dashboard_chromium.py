@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmp_core.dashboard import write_dashboard
-from mmp_core.promotion import build_run_metadata, headline_summary
+from mmp_core.publishing.dashboard import write_dashboard
+from mmp_core.publishing.promotion import build_run_metadata, headline_summary
 from mmp_core.storage.local_store import LocalStore
 from tests.results_fixtures import metrics_document
 

@@ -193,7 +193,7 @@ def test_retrain_publishes_then_skips_then_judges_a_data_change(tmp_path, s3):
     assert store.get_manifest(new_runs[0])["metadata"]["data_version"] != manifest["metadata"]["data_version"]
 
     # The same challenger against a constructed champion that is worse everywhere: promoted by the rule.
-    from mmp_core.publish import assemble_run, project_versions, promote
+    from mmp_core.publishing.publish import assemble_run, project_versions, promote
 
     constructed_champion(store, "constructed-low", -0.1, project)
     versions = project_versions(project)
@@ -260,7 +260,7 @@ def test_publish_task_retries_when_the_s3_server_goes_away(tmp_path, monkeypatch
     from prefect import flow
 
     from flows.tasks import publish
-    from mmp_core.publish import RunBundle
+    from mmp_core.publishing.publish import RunBundle
 
     server = MotoServer(tmp_path).start()
     boto3.client("s3", endpoint_url=server.url).create_bucket(Bucket=ARTIFACTS)

@@ -227,7 +227,7 @@ def test_paired_table_uses_only_the_seeds_both_methods_have():
 
 def test_report_and_closing_lines_show_the_paired_intervals(capsys):
     from flows.pipeline import print_summary
-    from mmp_core.report import render_report
+    from mmp_core.publishing.report import render_report
 
     base = [0.50, 0.52, 0.48]
     results = {
@@ -252,7 +252,7 @@ def test_report_and_closing_lines_show_the_paired_intervals(capsys):
 
 
 def test_dashboard_shows_the_latest_runs_paired_intervals(tmp_path):
-    from mmp_core.dashboard import render_dashboard
+    from mmp_core.publishing.dashboard import render_dashboard
     from mmp_core.storage.local_store import LocalStore
     from tests.test_report import publish
 

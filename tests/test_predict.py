@@ -18,7 +18,7 @@ from mmp_core.model.inference import predict
 from mmp_core.model.loading import open_prepared, split_dataset, tokenizer_for
 from mmp_core.model.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 from mmp_core.predict import Predictor
-from mmp_core.predict_io import PredictionInput, read_inputs, select_labels
+from mmp_core.predict.inputs import PredictionInput, read_inputs, select_labels
 from mmp_core.scenarios import CODE_NAMES
 from mmp_core.storage import open_store
 from mmp_core.training.train import input_settings

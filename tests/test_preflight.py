@@ -1,4 +1,4 @@
-"""Checks before any work (mmp_core.preflight): a wrong store or params.yaml ends a run in one line before any
+"""Checks before any work (mmp_core.publishing.preflight): a wrong store or params.yaml ends a run in one line before any
 DVC stage runs; one grammar for store locations; `mmp doctor`'s table; DVC's git and push hints out of the log."""
 
 from __future__ import annotations
@@ -14,7 +14,15 @@ import pytest
 import yaml
 
 from mmp_core.config import PipelineParams
-from mmp_core.preflight import FAILED, OK, SKIPPED, PreflightFailed, check_backbone, check_s3_store, run_preflight
+from mmp_core.publishing.preflight import (
+    FAILED,
+    OK,
+    SKIPPED,
+    PreflightFailed,
+    check_backbone,
+    check_s3_store,
+    run_preflight,
+)
 from mmp_core.s3 import parse_store_location
 from mmp_core.storage import open_store
 from tests.conftest import flow_env

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from mmp_core.config import PipelineParams
-from mmp_core.dashboard import render_dashboard
 from mmp_core.evaluation.seeds import aggregate_method
-from mmp_core.promotion import choose_candidate, validation_score
-from mmp_core.publish import Versions, assemble_run, promote
+from mmp_core.publishing.dashboard import render_dashboard
+from mmp_core.publishing.promotion import choose_candidate, validation_score
+from mmp_core.publishing.publish import Versions, assemble_run, promote
 from mmp_core.storage import open_store
 from tests.results_fixtures import metrics_document
 

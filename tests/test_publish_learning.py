@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mmp_core.evaluation.seeds import aggregate_method
-from mmp_core.publish import Versions, assemble_run, promote
-from mmp_core.report import load_run_results
+from mmp_core.publishing.publish import Versions, assemble_run, promote
+from mmp_core.publishing.report import load_run_results
 from mmp_core.storage import open_store
 from mmp_core.storage.artifact_store import ChampionMovedError
 from tests.results_fixtures import metrics_document

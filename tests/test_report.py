@@ -9,9 +9,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from mmp_core.dashboard import render_dashboard, write_dashboard
-from mmp_core.promotion import build_run_metadata, decide_promotion, headline_summary
-from mmp_core.report import load_run_results, prompt_margins, rate_table, render_report, scenario_table
+from mmp_core.publishing.dashboard import render_dashboard, write_dashboard
+from mmp_core.publishing.promotion import build_run_metadata, decide_promotion, headline_summary
+from mmp_core.publishing.report import load_run_results, prompt_margins, rate_table, render_report, scenario_table
 from mmp_core.storage.local_store import LocalStore
 from tests.results_fixtures import TYPES, metrics_document
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mmp_core import s3 as s3util
-from mmp_core.promotion import build_run_metadata, decide_promotion, headline_summary
+from mmp_core.publishing.promotion import build_run_metadata, decide_promotion, headline_summary
 from mmp_core.s3 import validate_run_id
 from mmp_core.storage import open_store
 from mmp_core.storage.local_store import LocalStore

@@ -8,7 +8,7 @@ Both backends share one layout (under a local root directory or under `s3://buck
     runs/<run-id>/<key>            the run's files (adapters, metrics, grid tables, report.html, ...)
     runs/<run-id>/manifest.json    written LAST: every file with size + sha256, and the run's metadata
     champion.json                  the champion pointer: run id, metrics, history of promotions
-    dashboard/index.html           regenerated on publish (see `mmp_core.dashboard.write_dashboard`)
+    dashboard/index.html           regenerated on publish (see `mmp_core.publishing.dashboard.write_dashboard`)
 
 A run exists for readers only once its manifest exists: `publish_run` writes every object first and the
 manifest last, so a publish that fails midway leaves no manifest and `list_runs` does not show the run.

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from mmp_core.publish import git_commit
+from mmp_core.publishing.publish import git_commit
 
 # What a workspace takes from the project beside the commit: the DAG's state (outputs of stages that ran since
 # the last commit are recorded only there).

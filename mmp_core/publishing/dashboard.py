@@ -1,6 +1,6 @@
 """The store's dashboard: the champion and its history across runs, every published run, the latest grid.
 
-One self-contained HTML page (see `mmp_core.report`), written to dashboard/index.html in the store on publish.
+One self-contained HTML page (see `mmp_core.publishing.report`), written to dashboard/index.html in the store on publish.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from mmp_core.evaluation.paired import paired_table
-from mmp_core.report import (
+from mmp_core.publishing.report import (
     TABLE_RATE,
     _esc,
     _figure,

@@ -7,7 +7,7 @@ or a malformed line of an inputs file becomes that row's error, and the other ro
 Inputs are encoded by `mmp_core.data.inputs.encode_sample` and scored by `mmp_core.model.inference.predict`, the
 functions evaluation uses, so a test sample given here gets the scores evaluation gave it.
 
-The inputs, the results and label selection live in `mmp_core.predict_io` (no torch there).
+The inputs, the results and label selection live in `mmp_core.predict.inputs` (no torch there).
 
     from mmp_core.predict import Predictor
 
@@ -34,7 +34,7 @@ import torch
 from mmp_core.config import TrainParams
 from mmp_core.model.precision import resolve_precision, torch_dtype
 from mmp_core.params_file import find_project_root, load_section
-from mmp_core.predict_io import InputError, Prediction, PredictionInput, load_input, select_labels
+from mmp_core.predict.inputs import InputError, Prediction, PredictionInput, load_input, select_labels
 from mmp_core.scenarios import CODE_NAMES
 
 logger = logging.getLogger(__name__)

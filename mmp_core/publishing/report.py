@@ -1,6 +1,6 @@
 """The run report: one run's self-contained HTML page (with the pieces the dashboard reuses) and its results.
 
-The report and the dashboard (`mmp_core.dashboard`) carry everything inline (CSS, charts as base64 PNG data
+The report and the dashboard (`mmp_core.publishing.dashboard`) carry everything inline (CSS, charts as base64 PNG data
 URIs): no external asset, no script, so they open offline from a file:// URL or from an object store.
 
 `results` everywhere is `{method: metrics.json dict}` as written by evaluation:

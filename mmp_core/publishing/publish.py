@@ -20,7 +20,7 @@ import yaml
 
 from mmp_core.evaluation.seeds import SEEDS_DIR
 from mmp_core.fileio import atomic_write_json, atomic_write_text
-from mmp_core.promotion import (
+from mmp_core.publishing.promotion import (
     PromotionDecision,
     Selection,
     build_run_metadata,
@@ -28,7 +28,7 @@ from mmp_core.promotion import (
     decide_promotion,
     headline_summary,
 )
-from mmp_core.report import load_run_results, render_report
+from mmp_core.publishing.report import load_run_results, render_report
 from mmp_core.storage.artifact_store import ArtifactStore, ChampionMovedError
 
 MODELS_DIR = "models"

@@ -1,0 +1,1 @@
+"""Publishing: a finished DVC run turned into a published run, its report and dashboard, and the champion."""
