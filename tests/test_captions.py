@@ -164,7 +164,7 @@ def test_mlm_masks_whole_words_at_one_rate(tokenizer):
 
 def test_pretraining_on_captions_uses_complete_pairs_only(tmp_path, monkeypatch):
     import mmp_core.pretraining.pretrain as pretrain_module
-    from mmp_core.commands import run_pretrain
+    from mmp_core.cli.stages import run_pretrain
     from mmp_core.pretraining.model import PretrainingModel
 
     def no_contrast(*args, **kwargs):

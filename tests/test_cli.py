@@ -138,7 +138,7 @@ def test_progress_logs_step_metrics_rate_and_eta_off_a_terminal(caplog):
 
 def test_generate_and_prepare_read_their_sections_as_train_does(tmp_path, monkeypatch):
     """The data stages read params.yaml like the model stages: the section, then --set, then flags given."""
-    from mmp_core.data.commands import read_section
+    from mmp_core.cli.data import read_section
 
     (tmp_path / "params.yaml").write_text(
         "generate: {seed: 3, train: 40, dev: 8, test: 8}\nprepare: {dataset: embedded, raw: data/raw/embedded}\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmp_core.commands import METHOD_CHOICES
+from mmp_core.cli.stages import METHOD_CHOICES
 from mmp_core.config import METHODS, PipelineParams, TrainParams
 from mmp_core.model.backbone import load_backbone
 from mmp_core.model.prompts import ADAPTER_CONFIG_NAME, MissingAwarePromptConfig, MissingAwarePromptModel

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from mmp_core.commands import METHOD_CHOICES
+from mmp_core.cli.stages import METHOD_CHOICES
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:

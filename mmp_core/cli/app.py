@@ -1,7 +1,7 @@
 """The `mmp` command: parses arguments and calls one library function per subcommand.
 
-Each area of the library owns its subcommands in a small `commands` module exposing
-`add_subcommands(subparsers)`; every subparser sets `func(args) -> int`.
+The subcommands live beside this module, one module per area (`data`, `stages`, `predict`, `doctor`), each
+exposing `add_subcommands(subparsers)`; every subparser sets `func(args) -> int`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import sys
 
 # Modules that contribute subcommands, in help order. Listed by name so that `mmp --help` stays fast.
 COMMAND_MODULES = (
-    "mmp_core.data.commands",
-    "mmp_core.commands",
-    "mmp_core.predict_commands",
-    "mmp_core.doctor_command",
+    "mmp_core.cli.data",
+    "mmp_core.cli.stages",
+    "mmp_core.cli.predict",
+    "mmp_core.cli.doctor",
 )
 
 
@@ -70,7 +70,3 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input is reported as one clear line, not a traceback (the message names the file/field).
         print(f"mmp {args.command}: error: {message} (--debug for the traceback)", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
