@@ -15,7 +15,7 @@ from mmp_core.config import TrainParams
 from mmp_core.model.precision import resolve_precision
 from mmp_core.model.prompts import MissingAwarePromptModel
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # mmp_core/training/deepspeed_setup.py -> the repository
 
 
 def init_distributed() -> tuple[int, int]:
