@@ -7,7 +7,11 @@ import json
 
 import pyarrow as pa
 import pytest
-from data_fixtures import (
+
+from mmp_core.data import ArrowSplit, BadSampleError, DataError, load_prepared
+from mmp_core.data.convert import prepare
+from mmp_core.data.datasets import get_spec
+from tests.data_fixtures import (
     image_bytes,
     make_food101,
     make_hatememes,
@@ -16,10 +20,6 @@ from data_fixtures import (
     write_jsonl,
     write_reference_arrow,
 )
-
-from mmp_core.data import ArrowSplit, BadSampleError, DataError, load_prepared
-from mmp_core.data.convert import prepare
-from mmp_core.data.datasets import get_spec
 
 
 def _fails(dataset, raw, tmp_path, *parts, kind=None, **kwargs):

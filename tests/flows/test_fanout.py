@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from tests.conftest import MotoServer, flow_env
+from tests.flows.test_flows import ARTIFACTS, DVC_BUCKET, make_project
 from tests.model_fixtures import REPO
-from tests.test_flows import ARTIFACTS, DVC_BUCKET, make_project
 
 pytestmark = pytest.mark.slow
 

@@ -24,9 +24,9 @@ from mmp_core.model.prompts import (
     MissingAwarePromptModel,
 )
 from mmp_core.training.deepspeed_setup import parameter_groups
+from tests.model.test_prompts import make_batch, seeded_logits
 from tests.model_fixtures import make_workspace, run_mmp, write_params
-from tests.test_prompts import make_batch, seeded_logits
-from tests.test_train import train_args
+from tests.training.test_train import train_args
 
 
 @pytest.fixture(scope="module")

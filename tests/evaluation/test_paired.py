@@ -254,7 +254,7 @@ def test_report_and_closing_lines_show_the_paired_intervals(capsys):
 def test_dashboard_shows_the_latest_runs_paired_intervals(tmp_path):
     from mmp_core.publishing.dashboard import render_dashboard
     from mmp_core.storage.local_store import LocalStore
-    from tests.test_report import publish
+    from tests.publishing.test_report import publish
 
     base = [0.50, 0.52, 0.48]
     results = {

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_fixtures import image_bytes, make_mmimdb
 
 from mmp_core.data import BATCH_KEYS, ImageConfig, MultimodalDataset, build_tokenizer, collate, load_prepared
 from mmp_core.data.convert import prepare
 from mmp_core.data.images import load_pixels, missing_pixels
 from mmp_core.data.vocab import SPECIAL_TOKENS, build_vocab, write_vocab
+from tests.data_fixtures import image_bytes, make_mmimdb
 
 SMALL = ImageConfig(shorter_side=32, longer_side=64, patch_size=16)
 

@@ -8,7 +8,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from data_fixtures import (
+
+from mmp_core.data import ImageConfig, MultimodalDataset, build_tokenizer, collate, load_prepared
+from mmp_core.data.convert import prepare
+from mmp_core.data.datasets import MMIMDB_GENRES, get_spec
+from mmp_core.data.vocab import build_vocab, write_vocab
+from mmp_core.fileio import sha256_file
+from mmp_core.scenarios import MissingScenario
+from tests.data_fixtures import (
     FOOD_CLASSES,
     FOOD_SIZES,
     SIZES,
@@ -20,13 +27,6 @@ from data_fixtures import (
     make_reference_mmimdb,
     mmimdb_genres,
 )
-
-from mmp_core.data import ImageConfig, MultimodalDataset, build_tokenizer, collate, load_prepared
-from mmp_core.data.convert import prepare
-from mmp_core.data.datasets import MMIMDB_GENRES, get_spec
-from mmp_core.data.vocab import build_vocab, write_vocab
-from mmp_core.fileio import sha256_file
-from mmp_core.scenarios import MissingScenario
 
 SMALL = ImageConfig(shorter_side=32, longer_side=64, patch_size=16)
 

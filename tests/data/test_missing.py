@@ -8,7 +8,6 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from data_fixtures import make_mmimdb
 
 from mmp_core.data import load_prepared
 from mmp_core.data.convert import prepare
@@ -21,6 +20,7 @@ from mmp_core.data.missing import (
     scenario_table,
 )
 from mmp_core.scenarios import MissingScenario
+from tests.data_fixtures import make_mmimdb
 
 FP = "f" * 64
 N = 1000

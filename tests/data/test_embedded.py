@@ -15,7 +15,7 @@ from mmp_core.data.datasets import EMBEDDED_GENRES, get_spec
 from mmp_core.data.generate import GenerateConfig, draw_sample, generate_embedded, make_sample
 from mmp_core.data.images import EMBEDDED_IMAGE_CONFIG
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _hashes(root: Path) -> dict[str, str]:

@@ -13,7 +13,7 @@ from mmp_core.config import METHODS, PipelineParams, TrainParams
 from mmp_core.model.backbone import load_backbone
 from mmp_core.model.prompts import ADAPTER_CONFIG_NAME, MissingAwarePromptConfig, MissingAwarePromptModel
 from mmp_core.params_file import read_methods
-from tests.test_prompts import make_batch, seeded_logits
+from tests.model.test_prompts import make_batch, seeded_logits
 
 PROMPT_TYPES = ["attention", "input"]
 
@@ -48,7 +48,7 @@ def test_shared_is_a_method_everywhere_methods_are_listed():
     pipeline = PipelineParams(methods=["baseline", "shared"], promote_method="shared")
     assert pipeline.methods == ("baseline", "shared") and pipeline.promote_method == "shared"
     assert PipelineParams().methods is None  # the flow publishes what params.yaml trains
-    assert "shared" not in read_methods(Path(__file__).resolve().parents[1] / "params.yaml")  # not run unless asked
+    assert "shared" not in read_methods(Path(__file__).resolve().parents[2] / "params.yaml")  # not run unless asked
     assert TrainParams().shared_prompt_type == "attention"
     assert TrainParams(shared_prompt_type="input").shared_prompt_type == "input"
     with pytest.raises(ValueError, match="shared_prompt_type"):

@@ -124,7 +124,7 @@ def test_retrain_publishes_then_skips_then_judges_a_data_change(tmp_path, s3):
     store = open_store(f"s3://{ARTIFACTS}/team", endpoint_url=endpoint)
 
     # 1. First run: the whole pipeline, published and promoted (no champion yet); DVC outputs pushed.
-    # (One epoch on 64 samples need not learn: the learning gate is tested in tests/test_publish_learning.py.)
+    # (One epoch on 64 samples need not learn: the learning gate is tested in tests/publishing/test_publish_learning.py.)
     _, out, first_seconds = run_flow("flows.retrain", project, endpoint, "--push", "--no-require-learning")
     assert "promoted" in out and "Report:" in out and "Dashboard:" in out
     runs = store.list_runs()
