@@ -216,3 +216,15 @@ def test_reference_import_rejects_bad_tables(prepared, tmp_path):
 
 class _NotAllowed:
     pass
+
+
+def test_the_old_import_path_still_gives_the_same_names():
+    """`from mmp_core.missing import MissingScenario, missing_table` (docs/data.md before the tables moved into
+    data/) keeps working: the old module re-exports the vocabulary and the tables, the very same objects."""
+    import mmp_core.data.missing as tables
+    import mmp_core.missing as old
+    import mmp_core.scenarios as scenarios
+
+    assert old.MissingScenario is scenarios.MissingScenario and old.missing_table is tables.missing_table
+    for name in old.__all__:
+        assert getattr(old, name) is getattr(scenarios, name, None) or getattr(old, name) is getattr(tables, name)
