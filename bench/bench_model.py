@@ -21,11 +21,11 @@ import time
 import numpy as np
 import torch
 
-from mmp_core.backbone import load_backbone
-from mmp_core.evaluate import run_variants
-from mmp_core.inference import predict
-from mmp_core.metrics import compute_metrics
-from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
+from mmp_core.evaluation.evaluate import run_variants
+from mmp_core.evaluation.metrics import compute_metrics
+from mmp_core.model.backbone import load_backbone
+from mmp_core.model.inference import predict
+from mmp_core.model.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 
 SHAPES = {
     # name: (backbone, text length, image side, batch)

@@ -54,12 +54,12 @@ def model_step(method: str, precision: str, steps: int) -> dict:
 
     from mmp_core.config import TrainParams
     from mmp_core.data import collate
-    from mmp_core.deepspeed_setup import parameter_groups
-    from mmp_core.inference import model_inputs
-    from mmp_core.loading import open_prepared, split_dataset, tokenizer_for
+    from mmp_core.model.inference import model_inputs
+    from mmp_core.model.loading import open_prepared, split_dataset, tokenizer_for
+    from mmp_core.model.precision import torch_dtype
     from mmp_core.params_file import load_section
-    from mmp_core.precision import torch_dtype
-    from mmp_core.train import build_model
+    from mmp_core.training.deepspeed_setup import parameter_groups
+    from mmp_core.training.train import build_model
 
     params = load_section(REPO / "params.yaml", "train", TrainParams)
     prepared = open_prepared(PREPARED)
@@ -108,8 +108,8 @@ def b32_step(method: str, precision: str, steps: int) -> dict:
     sys.path.insert(0, str(REPO / "bench"))
     from gpu_bench import SHAPES, measure
 
-    from mmp_core.backbone import load_backbone
-    from mmp_core.precision import torch_dtype
+    from mmp_core.model.backbone import load_backbone
+    from mmp_core.model.precision import torch_dtype
 
     options = argparse.Namespace(shape="vilt-b32", batch=4, steps=steps, warmup=1, attention="sdpa")
     row = measure(options, method, load_backbone(SHAPES["vilt-b32"][0]), torch.device("cpu"), torch_dtype(precision))
@@ -118,7 +118,7 @@ def b32_step(method: str, precision: str, steps: int) -> dict:
 
 def evaluate_child(method: str, adapter: str, precision: str, out: str) -> dict:
     from mmp_core.config import EvaluateParams, TrainParams
-    from mmp_core.evaluate import evaluate_adapter
+    from mmp_core.evaluation.evaluate import evaluate_adapter
     from mmp_core.params_file import load_section
 
     train = load_section(REPO / "params.yaml", "train", TrainParams).model_copy(update={"precision": precision})

@@ -33,7 +33,7 @@ from sklearn.metrics import f1_score
 
 from mmp_core.data import load_prepared
 from mmp_core.data.generate import SPLIT_CODES, GenerateConfig, draw_sample
-from mmp_core.missing import MissingScenario
+from mmp_core.scenarios import MissingScenario
 
 ABSENT, PRESENT, UNSEEN = 0, 1, 2
 SPLIT_OF_CODE = {str(code): split for split, code in SPLIT_CODES.items()}
@@ -151,10 +151,10 @@ def adapter_scores(
     """{scenario: F1-Macro} and per-genre F1 on complete data of one trained adapter on the test split."""
     from mmp_core.config import TrainParams
     from mmp_core.data import collate
-    from mmp_core.evaluate import run_variants
-    from mmp_core.loading import backbone_for, split_dataset, tokenizer_for
+    from mmp_core.evaluation.evaluate import run_variants
+    from mmp_core.model.loading import backbone_for, split_dataset, tokenizer_for
+    from mmp_core.model.prompts import MissingAwarePromptModel
     from mmp_core.params_file import load_section
-    from mmp_core.prompts import MissingAwarePromptModel
 
     train_params = load_section(params_path, "train", TrainParams)
     prepared = load_prepared(prepared_dir)

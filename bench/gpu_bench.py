@@ -26,9 +26,9 @@ import time
 
 import torch
 
-from mmp_core.backbone import load_backbone
 from mmp_core.config import METHODS
-from mmp_core.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
+from mmp_core.model.backbone import load_backbone
+from mmp_core.model.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 
 SHAPES = {
     # name: (backbone, text length, image side, patch)

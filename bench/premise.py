@@ -36,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmp_core.paired import bootstrap_interval, format_paired, metric, paired_table  # noqa: E402
+from mmp_core.evaluation.paired import bootstrap_interval, format_paired, metric, paired_table  # noqa: E402
 
 METHODS = ["baseline", "shared", "attention", "input", "finetune"]
 BACKBONE_LRS = [1e-4, 3e-4, 1e-3]
@@ -164,9 +164,9 @@ def backbone_properties(workdir: Path, backbone: str, env: dict) -> dict:
 def bootstraps(workdir: Path, methods: list[str], seed: int) -> dict:
     """{method: {column: (diff, low, high)}}: each method minus the baseline on seed `seed`'s test samples."""
     from mmp_core.config import TrainParams
-    from mmp_core.evaluate import load_variant_outputs
-    from mmp_core.loading import missing_seed, open_prepared
-    from mmp_core.missing import MissingScenario
+    from mmp_core.evaluation.evaluate import load_variant_outputs
+    from mmp_core.model.loading import missing_seed, open_prepared
+    from mmp_core.scenarios import MissingScenario
 
     prepared = open_prepared(workdir / "data" / "prepared")
     train = TrainParams.model_validate(yaml.safe_load((workdir / "params.yaml").read_text())["train"])

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
-from mmp_core.backbone import load_backbone, resolve_backbone_dir
 from mmp_core.data import ImageConfig, MultimodalDataset, build_tokenizer, load_prepared
-from mmp_core.probe import PROBE_INPUTS, fit_probe, frozen_outputs
+from mmp_core.model.backbone import load_backbone, resolve_backbone_dir
+from mmp_core.pretraining.probe import PROBE_INPUTS, fit_probe, frozen_outputs
 
 
 def cls_and_tokens(batch: dict, out) -> torch.Tensor:

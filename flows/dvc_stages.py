@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
 from flows.tasks import run_dvc
-from mmp_core.workspaces import (
+from mmp_core.publishing.workspaces import (
     LOCK_FILE,
     head_commit,
     lock_entry,

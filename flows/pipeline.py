@@ -29,10 +29,10 @@ from flows.tasks import (
     versions_of,
 )
 from mmp_core.config import PipelineParams
-from mmp_core.paired import format_paired, paired_table
-from mmp_core.publish import new_run_id, unchanged_since
-from mmp_core.report import TABLE_RATE, lead_verdict, prompt_margins, scenario_table
-from mmp_core.workspaces import default_git_url
+from mmp_core.evaluation.paired import format_paired, paired_table
+from mmp_core.publishing.publish import new_run_id, unchanged_since
+from mmp_core.publishing.report import TABLE_RATE, lead_verdict, prompt_margins, scenario_table
+from mmp_core.publishing.workspaces import default_git_url
 
 
 def run_name() -> str:
@@ -41,7 +41,7 @@ def run_name() -> str:
     from prefect.runtime import flow_run
 
     from mmp_core.params_file import read_params
-    from mmp_core.publish import git_commit
+    from mmp_core.publishing.publish import git_commit
 
     params = flow_run.parameters.get("params") or {}
 
@@ -156,7 +156,7 @@ def unchanged_run(params: PipelineParams) -> str | None:
 
     from dvc.repo import Repo
 
-    from mmp_core.publish import project_versions
+    from mmp_core.publishing.publish import project_versions
 
     if params.seeds or params.run_id or params.pull:
         return None

@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from flows.pipeline import pipeline, run_from_command_line
 from flows.tasks import dvc_pull, dvc_repro, open_artifact_store, preflight, versions_of
 from mmp_core.config import PipelineParams
-from mmp_core.publish import latest_run_metadata, unchanged_since
+from mmp_core.publishing.publish import latest_run_metadata, unchanged_since
 
 
 @flow(name="mmp-retrain", log_prints=True)

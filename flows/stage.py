@@ -21,7 +21,7 @@ from prefect.runtime import flow_run
 from flows.dvc_stages import LOCK_ARTIFACT
 from flows.tasks import run_dvc
 from mmp_core.fileio import default_cache_dir
-from mmp_core.workspaces import lock_entry, lock_entry_markdown, stage_clone
+from mmp_core.publishing.workspaces import lock_entry, lock_entry_markdown, stage_clone
 
 
 def worker_name() -> str:

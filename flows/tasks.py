@@ -17,15 +17,15 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mmp_core.artifact_store import ArtifactStore
-from mmp_core.dashboard import write_dashboard
 from mmp_core.fileio import atomic_write_text
 from mmp_core.params_file import read_methods
-from mmp_core.promotion import PromotionDecision
-from mmp_core.publish import RunBundle, Versions, assemble_run, project_versions
-from mmp_core.publish import promote as promote_run
+from mmp_core.publishing.dashboard import write_dashboard
+from mmp_core.publishing.promotion import PromotionDecision
+from mmp_core.publishing.publish import RunBundle, Versions, assemble_run, project_versions
+from mmp_core.publishing.publish import promote as promote_run
 from mmp_core.s3 import parse_store_location
 from mmp_core.storage import open_store
+from mmp_core.storage.artifact_store import ArtifactStore
 
 
 def _environment(extra: dict | None = None) -> dict:
@@ -203,11 +203,11 @@ def _preflight_key(params) -> tuple:
 
 
 def preflight(params) -> None:
-    """`mmp_core.preflight.run_preflight` for the flow's parameters before any stage: params.yaml, the store (an
+    """`mmp_core.publishing.preflight.run_preflight` for the flow's parameters before any stage: params.yaml, the store (an
     S3 store reached and written), the backbone, the DVC project. Raises PreflightFailed naming the first
     failure. Checked once per process for the same project, store and params.yaml (the command line checks
     before Prefect starts; the flow, started by a deployment, checks itself)."""
-    from mmp_core.preflight import run_preflight
+    from mmp_core.publishing.preflight import run_preflight
 
     key = _preflight_key(params)
     if key in _PREFLIGHT_PASSED:

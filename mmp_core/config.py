@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mmp_core.missing import DEFAULT_RATES, MISSING_TYPES, MissingScenario
+from mmp_core.scenarios import DEFAULT_RATES, MISSING_TYPES, MissingScenario
 
 METHODS: dict[str, str] = {
     "baseline": "none",

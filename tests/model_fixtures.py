@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from mmp_core.backbone import load_backbone
 from mmp_core.data import GenerateConfig, build_tokenizer, generate_embedded, load_prepared, prepare
-from mmp_core.missing import MissingScenario
+from mmp_core.model.backbone import load_backbone
+from mmp_core.scenarios import MissingScenario
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_IMAGE = {"shorter_side": 64, "longer_side": 96, "patch_size": 16}

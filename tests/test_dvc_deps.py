@@ -3,56 +3,36 @@ what it affects (DVC would otherwise call stale results up to date)."""
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.import_graph import REPO, enclosing_inits, file_imports, read_sources
+
 # The module that does each stage's work (what its `mmp ...` command calls).
 STAGE_MODULES = {
     "generate": "mmp_core/data/generate.py",
     "prepare": "mmp_core/data/convert.py",
-    "train": "mmp_core/train.py",
-    "evaluate": "mmp_core/evaluate.py",
-    "aggregate": "mmp_core/seeds.py",
+    "train": "mmp_core/training/train.py",
+    "evaluate": "mmp_core/evaluation/evaluate.py",
+    "aggregate": "mmp_core/evaluation/seeds.py",
 }
 # Imported for types or helpers that cannot change a stage's output.
 NEUTRAL = {"mmp_core/__init__.py"}
 
 
-def _module_file(name: str) -> Path | None:
-    base = REPO / Path(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def imported_files(entry: str) -> set[str]:
-    """Every mmp_core file `entry` imports, directly or not (imports inside functions included)."""
-    seen, todo = set(), [REPO / entry]
+    """Every mmp_core file `entry` imports, directly or not (imports inside functions included), and the
+    `__init__.py` of every package on the way (importing a module runs them). A face's `_LAZY` names run only
+    when asked for, and an import that asks for one is followed to its module."""
+    sources = read_sources()
+    seen, todo = set(), [entry]
     while todo:
         path = todo.pop()
-        relative = path.relative_to(REPO).as_posix()
-        if relative in seen:
+        if path in seen:
             continue
-        seen.add(relative)
-        package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                module = node.module or ""
-                if node.level:  # a relative import: resolved against this file's package
-                    parts = package.split(".")
-                    module = ".".join([*parts[: len(parts) - node.level + 1], module]).strip(".")
-                names = [module] + [f"{module}.{alias.name}" for alias in node.names]
-            for name in names:
-                if name.startswith("mmp_core") and (found := _module_file(name)) is not None:
-                    todo.append(found)
+        seen.add(path)
+        todo += enclosing_inits(path, sources)
+        todo += [item.target for item in file_imports(path, sources) if not item.on_demand]
     return seen - NEUTRAL
 
 

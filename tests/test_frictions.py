@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import yaml
 
-from mmp_core.backbone import WEIGHTS_NAME, load_backbone
 from mmp_core.cli import main
 from mmp_core.config import TrainParams
 from mmp_core.data import build_tokenizer, load_prepared, prepare
 from mmp_core.data.vocab import UNK_WARN_RATE, build_vocab, report_unk_rate, unk_rate, write_vocab
-from mmp_core.metrics import sanity_check
-from mmp_core.missing import MissingScenario
-from mmp_core.probe import absent_labels, fit_probe
-from mmp_core.seeds import format_cell, has_spread
+from mmp_core.evaluation.metrics import sanity_check
+from mmp_core.evaluation.seeds import format_cell, has_spread
+from mmp_core.model.backbone import WEIGHTS_NAME, load_backbone
+from mmp_core.pretraining.probe import absent_labels, fit_probe
+from mmp_core.scenarios import MissingScenario
 from tests.data_fixtures import make_hatememes, make_mmimdb
 from tests.results_fixtures import metrics_document
 
@@ -84,7 +84,7 @@ def hateful_project(tmp_path, monkeypatch):
 
 
 def test_prepare_and_training_data_report_the_unk_rate_of_the_backbone_vocabulary(hateful_project, caplog, capsys):
-    from mmp_core.train import training_data
+    from mmp_core.training.train import training_data
 
     root, backbone = hateful_project
     out = root / "prepared"
@@ -103,12 +103,12 @@ def test_prepare_and_training_data_report_the_unk_rate_of_the_backbone_vocabular
     with caplog.at_level(logging.INFO, logger="mmp_core"):
         data = training_data(out, TrainParams(backbone=str(backbone)))
     assert data.unk_rate == 1.0
-    lines = [r for r in caplog.records if r.name == "mmp_core.train" and "[UNK]" in r.getMessage()]
+    lines = [r for r in caplog.records if r.name == "mmp_core.training.train" and "[UNK]" in r.getMessage()]
     assert [r.levelname for r in lines] == ["INFO", "WARNING"]
 
 
 def test_a_vocabulary_that_fits_is_reported_without_a_warning(hateful_project, caplog, capsys):
-    from mmp_core.train import training_data
+    from mmp_core.training.train import training_data
 
     root, _ = hateful_project
     (root / "params.yaml").write_text(yaml.safe_dump({"prepare": PREPARE}))  # no backbone

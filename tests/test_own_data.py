@@ -11,12 +11,12 @@ import sys
 
 import pytest
 import yaml
-from data_fixtures import make_mmimdb
 
-from mmp_core.backbone import load_backbone
 from mmp_core.data.datasets import MMIMDB_GENRES
 from mmp_core.data.vocab import build_vocab, write_vocab
-from mmp_core.precision import resolve_precision
+from mmp_core.model.backbone import load_backbone
+from mmp_core.model.precision import resolve_precision
+from tests.data_fixtures import make_mmimdb
 from tests.model_fixtures import TINY_IMAGE, TINY_RECIPE, mmp_env, save_backbone_to_hub_cache
 
 pytestmark = pytest.mark.slow
@@ -82,7 +82,7 @@ def test_own_dataset_from_raw_files_to_predictions(tmp_path):
     }
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    # 2a. a small backbone pretrained on this data, with its vocabulary (training on it: tests/test_flows.py)
+    # 2a. a small backbone pretrained on this data, with its vocabulary (training on it: tests/flows/test_flows.py)
     result = mmp("pretrain", "--prepared", "../data/prepared", "--out", "../models/backbone")
     assert "pretrain: step 2/2 (100%)" in result.stderr  # off a terminal: log lines with step, rate, ETA
     summary = json.loads((project / "models" / "backbone" / "pretrain_summary.json").read_text())

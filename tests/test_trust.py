@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-from data_fixtures import image_bytes, make_food101, make_hatememes, make_mmimdb, write_jsonl
 
 from mmp_core.config import PipelineParams, TrainParams
 from mmp_core.data import BadSampleError
@@ -20,6 +19,7 @@ from mmp_core.data.convert import prepare
 from mmp_core.params_file import load_params
 from mmp_core.s3 import validate_store_location
 from mmp_core.storage import open_store
+from tests.data_fixtures import image_bytes, make_food101, make_hatememes, make_mmimdb, write_jsonl
 from tests.model_fixtures import REPO
 
 

@@ -1,4 +1,12 @@
-"""Data: dataset specs, raw layouts -> Arrow IPC, prepared datasets, model inputs, the embedded dataset.
+"""Data: dataset specs, raw layouts -> Arrow IPC, prepared datasets with their missing tables, model inputs, and
+the generated datasets.
+
+Read in this order: `datasets` (what each dataset is: task, labels, splits, metric, layout), `layouts/` (one raw
+layout per module, through the safe readers of `layouts/raw`), `convert` (`mmp prepare`: a raw layout into a
+prepared directory), `arrow` and `prepared` (its files, opened), `missing` (the per-sample missing tables of a
+scenario), `images` and `pixels` (decoding and resizing, the resized-pixel cache), `inputs` (model inputs:
+`MultimodalDataset`, `collate`), `vocab`, `errors`; then the generated data: `generate` with `drawing` (the
+embedded benchmark), `synthetic` (other worlds in the real layouts), `scenes` and `captions` (pretraining pairs).
 
 Torch-dependent names (`MultimodalDataset`, `collate`, `build_tokenizer`) are imported on first use, so the
 `mmp generate` / `mmp prepare` commands start without importing torch.
@@ -8,6 +16,7 @@ from mmp_core.data.arrow import ArrowSplit, arrow_schema, validate_schema
 from mmp_core.data.datasets import DATASETS, DatasetSpec, get_spec
 from mmp_core.data.errors import BAD_SAMPLE_KINDS, BadSampleError, DataError
 from mmp_core.data.images import EMBEDDED_IMAGE_CONFIG, ImageConfig
+from mmp_core.data.missing import missing_table
 from mmp_core.data.prepared import MANIFEST_NAME, PreparedDataset, load_prepared
 
 _LAZY = {
@@ -28,7 +37,7 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mmp_core.data' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
@@ -53,6 +62,7 @@ __all__ = [
     "generate_embedded",
     "get_spec",
     "load_prepared",
+    "missing_table",
     "prepare",
     "validate_schema",
 ]

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from mmp_core.data.datasets import DatasetSpec
 from mmp_core.data.errors import BadSampleError, DataError
-from mmp_core.missing import IMAGE_MISSING, TEXT_MISSING
+from mmp_core.scenarios import IMAGE_MISSING, TEXT_MISSING
 
 
 def arrow_schema(spec: DatasetSpec) -> pa.Schema:

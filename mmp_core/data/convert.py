@@ -184,7 +184,7 @@ def prepare(
     training text), the missing tables of `missing_scenarios` for every split with `missing_seed`, and
     imported reference tables. Returns the manifest.
     """
-    from mmp_core.missing import import_reference_tables, save_tables
+    from mmp_core.data.missing import import_reference_tables, save_tables
 
     if on_bad_sample not in ON_BAD_SAMPLE:
         raise ValueError(f"on_bad_sample must be one of {ON_BAD_SAMPLE}, got {on_bad_sample!r}")

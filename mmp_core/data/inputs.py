@@ -24,7 +24,7 @@ from mmp_core.data.arrow import natural_missing_codes
 from mmp_core.data.images import EMBEDDED_IMAGE_CONFIG, ImageConfig, load_pixels, missing_pixels
 from mmp_core.data.prepared import PreparedDataset, load_prepared
 from mmp_core.data.vocab import VOCAB_NAME
-from mmp_core.missing import COMPLETE, IMAGE_MISSING, TEXT_MISSING
+from mmp_core.scenarios import COMPLETE, IMAGE_MISSING, TEXT_MISSING
 
 BATCH_KEYS = ("input_ids", "attention_mask", "pixel_values", "pixel_mask", "missing_type", "labels", "index")
 

@@ -66,7 +66,7 @@ class PreparedDataset:
         return self.open_split(split).natural_missing()
 
     def missing_table(self, split: str, scenario, seed: int = 0, *, reference: bool = False) -> np.ndarray:
-        from mmp_core.missing import missing_table
+        from mmp_core.data.missing import missing_table
 
         return missing_table(self, split, scenario, seed, reference=reference)
 
