@@ -23,7 +23,8 @@ from mmp_core.pretraining.pretrain import HEADS_NAME, load_pretraining_model, ma
 from tests.model_fixtures import REPO, make_backbone_dir, make_prepared, run_mmp
 from tests.results_fixtures import metrics_document
 
-SHIPPED = REPO / "backbones" / "embedded"  # the task-aligned stand-in; backbones/generic: tests/pretraining/test_premise.py
+# The task-aligned stand-in; the ViLT-faithful one (backbones/generic) is tested in tests/pretraining/test_premise.py.
+SHIPPED = REPO / "backbones" / "embedded"
 
 
 # ---------------------------------------------------------------------------------------------- shipped backbone
