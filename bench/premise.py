@@ -273,7 +273,7 @@ def markdown(analysis: dict) -> str:
         "",
         f"- P1 held-out image-text matching {properties['heldout_itm_accuracy']} (≥ {P1_MIN_ITM}): {properties['P1']}",
         f"- P2 frozen-[CLS] linear probe, complete {properties['probe_complete']:.4f} vs finetune complete "
-        f"{properties['finetune_complete']} − {P2_MIN_ROOM}: {properties['P2']}",
+        f"{properties['finetune_complete']:.4f} − {P2_MIN_ROOM}: {properties['P2']}",
         f"- P3 missing-case separability {properties['missing_case_accuracy']:.3f} (chance 0.333)",
     ]
     if analysis["backbone_lr"]:
