@@ -45,6 +45,7 @@ RATE = 0.7
 TYPES = ("text", "image", "both")
 COLUMNS = [*TYPES, "complete"]
 P1_MIN_ITM, P2_MIN_ROOM = 0.85, 0.10
+PLANNED_SEEDS, H2_MIN_GAP_SHARE = 5, 0.5
 
 
 # ---------------------------------------------------------------------------------------------- the project
@@ -191,6 +192,47 @@ def bootstraps(workdir: Path, methods: list[str], seed: int) -> dict:
     return result
 
 
+def hypotheses(results: dict, rate: float = RATE) -> dict:
+    """H1-H3 of docs/premise.md, judged mechanically from the results documents ({method: metrics.json}).
+
+    - H1: attention- or input-level prompts are ahead of the baseline (t-interval over seeds above 0) on each of
+      text, image and both missing.
+    - H2: the better of the two (by its mean share over the three missing types) recovers at least half of the
+      baseline -> finetune gap, averaged over the three missing types.
+    - H3: attention-level missing-aware prompts are ahead of `shared` (attention-level, one prompt set) on each
+      missing type, paired seed by seed.
+    H4 contrasts two backbones' experiments and is judged from both premise.json files, not here. Each entry says
+    on how many seeds it was judged: below the plan's 5 seeds a verdict is preliminary.
+    """
+    versus_baseline = paired_table(results, rate)
+    prompts = [m for m in ("attention", "input") if m in versus_baseline]
+    ahead = {m: [t for t in TYPES if versus_baseline[m][t]["verdict"] == "ahead"] for m in prompts}
+    shares = {
+        m: float(np.mean([versus_baseline[m][t]["gap_recovered"] for t in TYPES]))
+        for m in prompts
+        if all(versus_baseline[m][t]["gap_recovered"] is not None for t in TYPES)
+    }
+    seeds = min((versus_baseline[m][TYPES[0]]["seeds"] for m in versus_baseline), default=0)
+    judged = {"seeds": seeds, "preliminary": seeds < PLANNED_SEEDS}
+    result = {
+        "H1": {**judged, "holds": any(len(t) == len(TYPES) for t in ahead.values()), "ahead_on": ahead},
+        "H2": {**judged, "holds": None, "mean_gap_share": shares},
+    }
+    if shares:
+        better = max(shares, key=shares.get)
+        result["H2"].update(better=better, holds=shares[better] >= H2_MIN_GAP_SHARE)
+    if {"shared", "attention"} <= set(results):
+        versus_shared = paired_table({m: results[m] for m in ("shared", "attention")}, rate, baseline="shared")
+        cells = {t: versus_shared["attention"][t] for t in TYPES}
+        result["H3"] = {
+            "seeds": cells[TYPES[0]]["seeds"],
+            "preliminary": cells[TYPES[0]]["seeds"] < PLANNED_SEEDS,
+            "holds": all(c["verdict"] == "ahead" for c in cells.values()),
+            "attention_minus_shared": cells,
+        }
+    return result
+
+
 def analyse(workdir: Path, backbone: str, methods: list[str], env: dict) -> dict:
     results = {m: json.loads((workdir / "results" / m / "metrics.json").read_text()) for m in methods}
     seeds = sorted(set.intersection(*(set(r["seeds"]) for r in results.values())))
@@ -218,6 +260,7 @@ def analyse(workdir: Path, backbone: str, methods: list[str], env: dict) -> dict
         "test_samples": results["baseline"]["test_samples"],
         "table": {m: {c: cell(results[m], c) for c in COLUMNS} for m in methods},
         "paired": paired_table(results, RATE),
+        "hypotheses": hypotheses(results),
         "bootstrap_seed": seeds[0],
         "bootstrap": bootstraps(workdir, methods, seeds[0]),
         "train_seconds": seconds,
@@ -276,6 +319,21 @@ def markdown(analysis: dict) -> str:
         f"{properties['finetune_complete']:.4f} − {P2_MIN_ROOM}: {properties['P2']}",
         f"- P3 missing-case separability {properties['missing_case_accuracy']:.3f} (chance 0.333)",
     ]
+    judged = analysis.get("hypotheses", {})
+    if judged:
+        lines += ["", f"Hypotheses (docs/premise.md), judged on {judged['H1']['seeds']} of {PLANNED_SEEDS} seeds"
+                  + (" (preliminary):" if judged["H1"]["preliminary"] else ":")]  # fmt: skip
+        h1 = judged["H1"]
+        lines.append(f"- H1 (prompts ahead on each missing type): {h1['holds']}; ahead on "
+                     + "; ".join(f"{m}: {', '.join(t) or 'none'}" for m, t in h1["ahead_on"].items()))  # fmt: skip
+        h2 = judged["H2"]
+        lines.append(f"- H2 (the better recovers ≥ {H2_MIN_GAP_SHARE:.0%} of the gap): {h2['holds']}; mean share "
+                     + ", ".join(f"{m} {v:.0%}" for m, v in h2["mean_gap_share"].items()))  # fmt: skip
+        if "H3" in judged:
+            cells = judged["H3"]["attention_minus_shared"]
+            lines.append(f"- H3 (attention ahead of shared on each missing type): {judged['H3']['holds']}; "
+                         + "; ".join(f"{t} {format_paired(c)}" for t, c in cells.items()))  # fmt: skip
+        lines.append("- H4 (larger lead on generic than on embedded): judged from both backbones' premise.json")
     if analysis["backbone_lr"]:
         chosen = analysis["backbone_lr"]
         lines.append(f"- finetune backbone lr {chosen['chosen']:g}, chosen on seed 0's validation split: "
