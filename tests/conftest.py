@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,26 @@ AWS_TEST_ENV = {
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
 }
+
+
+def stop_process(process: subprocess.Popen, *, group: bool = False, grace: float = 30) -> None:
+    """Stop a process this test session started (its whole process group if `group`, for one started with
+    `start_new_session=True`): SIGTERM, then SIGKILL if it has not exited within `grace` seconds. A Prefect
+    worker that is handing back a flow run can outlive a SIGTERM; without the SIGKILL it fails the teardown and
+    then polls a stopped API server for ever."""
+    if process.poll() is not None:
+        return
+
+    def send(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig) if group else process.send_signal(sig)
+
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait(timeout=grace)
 
 
 def free_port() -> int:
@@ -160,8 +181,7 @@ def prefect_server(tmp_path):
             assert time.monotonic() < deadline, "prefect server did not become healthy"
             time.sleep(0.5)
     yield url, env
-    process.terminate()
-    process.wait(timeout=30)
+    stop_process(process)
     log.close()
 
 
