@@ -32,7 +32,7 @@ def repo(tmp_path):
     copy = tmp_path / "repo"
     copy.mkdir()
     shutil.copytree(ROOT / "mmp_core", copy / "mmp_core", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore"):
+    for name in ("dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, copy / name)
     params = yaml.safe_load((copy / "params.yaml").read_text())
     params["generate"].update(train=24, dev=8, test=8)
@@ -40,6 +40,8 @@ def repo(tmp_path):
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
+        # As on a user's machine: Python writes __pycache__ into the stages' code folders, which DVC must ignore.
+        "PYTHONDONTWRITEBYTECODE": "",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": str(copy),  # run this copy's code (the `mmp` script imports mmp_core)
         "DVC_NO_ANALYTICS": "1",
