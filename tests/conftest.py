@@ -34,8 +34,11 @@ def stop_process(process: subprocess.Popen, *, group: bool = False, grace: float
         return
 
     def send(sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig) if group else process.send_signal(sig)
+        with contextlib.suppress(ProcessLookupError):  # it exited between the poll and the signal
+            if group:
+                os.killpg(process.pid, sig)
+            else:
+                process.send_signal(sig)
 
     send(signal.SIGTERM)
     try:
@@ -81,13 +84,8 @@ class MotoServer:
         raise RuntimeError(f"moto_server not ready after {timeout}s; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, grace=10)
         if getattr(self, "_log", None):
             self._log.close()
 
