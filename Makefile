@@ -37,8 +37,10 @@ premise: install
 demo: install
 	$(VENV)/bin/mmp demo
 
+# One pytest-xdist worker per core, the longest tests first (tests/conftest.py). `pytest` alone runs them in one
+# process, for debugging one test.
 test: install
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto --dist loadgroup
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -25,6 +25,58 @@ AWS_TEST_ENV = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test` spreads the tests over one pytest-xdist worker per core. Each gets its share of the cores as
+    # torch threads (and so do the stages its tests start, through OMP_NUM_THREADS): two workers of two threads
+    # each on two cores would make torch's spinning threads wait on each other, several times slower.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ["OMP_NUM_THREADS"] = threads
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(threads))
+
+
+FIRST_RUN_SECONDS = 75  # tests/flows/conftest.py: first_run, made once per session by the first test that needs it
+
+
+def run_order(tests: list, seconds, shares_first_run, *, workers: int = 2) -> list:
+    """The order to hand `tests` out in: the longest first (`seconds(test)`), the others as they come. Of the
+    tests that share the session's first run (`shares_first_run(test)`), only the first starts early: it makes
+    that run while the others wait for it, so they come after enough work that does not need it to keep the
+    other workers busy meanwhile."""
+    ordered = sorted(tests, key=lambda test: -seconds(test))  # stable: the given order among equals
+    sharing = [test for test in ordered if shares_first_run(test)]
+    if len(sharing) < 2:
+        return ordered
+    first, later = sharing[0], sharing[1:]
+    enough = FIRST_RUN_SECONDS * workers  # handed out in turn: a share also queues behind the first
+    result, independent, released = [], 0.0, False
+    for test in ordered:
+        if test in later:
+            continue  # placed below, once
+        if not released and independent >= enough:
+            result += later
+            released = True
+        result.append(test)
+        if first in result and test is not first:
+            independent += seconds(test)
+    return result if released else result + later
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest tests first (`@pytest.mark.slow(seconds=N)`, about N seconds on a quiet 2-core machine):
+    pytest-xdist (`--dist loadgroup`) hands tests out in this order to whichever worker has little left, so the
+    long ones run side by side from the start and the short ones fill in around them."""
+
+    def seconds(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("slow")
+        return float(marker.kwargs.get("seconds", 0)) if marker else 0.0
+
+    workers = max(2, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "2")))
+    items[:] = run_order(items, seconds, lambda item: "first_run" in item.fixturenames, workers=workers)
+
+
 def stop_process(process: subprocess.Popen, *, group: bool = False, grace: float = 30) -> None:
     """Stop a process this test session started (its whole process group if `group`, for one started with
     `start_new_session=True`): SIGTERM, then SIGKILL if it has not exited within `grace` seconds. A Prefect

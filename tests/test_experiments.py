@@ -75,6 +75,7 @@ def project(tmp_path):
     return copy, env
 
 
+@pytest.mark.slow(seconds=25)
 def test_dvc_exp_run_set_param_and_exp_show(project):
     copy, env = project
     dvc = [sys.executable, "-m", "dvc"]

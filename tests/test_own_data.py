@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 HUB_ID = "my-org/tiny-vilt"
 
 
+@pytest.mark.slow(seconds=30)
 def test_own_dataset_from_raw_files_to_predictions(tmp_path):
     project = tmp_path / "project"
     work = project / "work"  # every command runs here: params.yaml is found one level up, beside dvc.yaml

@@ -19,51 +19,16 @@ import pytest
 import yaml
 
 from tests.conftest import MotoServer, flow_env, stop_process
-from tests.flows.test_flows import ARTIFACTS, DVC_BUCKET, make_project
+from tests.flows.projects import ARTIFACTS, DVC_BUCKET, METHODS, copy_project, make_project, outcome, pipeline
 from tests.model_fixtures import REPO
 
 pytestmark = pytest.mark.slow
 
-METHODS = ("baseline", "attention", "input")
-
-
-def pipeline(project: Path, store: Path, *extra: str, env: dict | None = None) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "flows.pipeline", "--repo", str(project), "--store", str(store),
-         "--no-require-learning", *extra],
-        cwd=project, env=env or {**flow_env(project.parent), "OMP_NUM_THREADS": "1"},
-        capture_output=True, text=True, timeout=1500,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
-    return result.stdout + result.stderr
-
-
-def outcome(project: Path) -> dict:
-    """What a user keeps from a run: each method's adapter bytes and its published metrics and grid."""
-    found = {}
-    for method in METHODS:
-        adapter = project / "models" / method / "seeds" / "0" / "adapter" / "adapter_model.safetensors"
-        found[method] = {
-            "adapter": adapter.read_bytes(),
-            "metrics": json.loads((project / "results" / method / "metrics.json").read_text()),
-            "grid": (project / "results" / method / "grid.tsv").read_text(),
-        }
-    return found
-
 
 @pytest.fixture(scope="module")
-def sequential_project(tmp_path_factory) -> Path:
-    """The in-process pipeline, one stage after the other, in the project itself."""
-    root = tmp_path_factory.mktemp("sequential")
-    project = make_project(root / "project", "http://127.0.0.1:9")
-    log = pipeline(project, root / "store")
-    assert "worktree" not in log
-    return project
-
-
-@pytest.fixture(scope="module")
-def sequential(sequential_project) -> dict:
-    return outcome(sequential_project)
+def sequential(first_run) -> dict:
+    """What the in-process run (every stage in the project, one after the other) kept."""
+    return outcome(first_run)
 
 
 def commit_lock_made_elsewhere(project: Path, lock: Path) -> None:
@@ -85,10 +50,11 @@ def runs_of(log: str, stage: str) -> int:
     return log.count(f"Running stage '{stage}'")
 
 
+@pytest.mark.slow(seconds=145)
 def test_local_fan_out_runs_stages_in_worktrees_and_matches_the_sequential_run(tmp_path, sequential,
-                                                                              sequential_project):  # fmt: skip
+                                                                              first_run):  # fmt: skip
     project = make_project(tmp_path / "project", "http://127.0.0.1:9")
-    commit_lock_made_elsewhere(project, sequential_project / "dvc.lock")
+    commit_lock_made_elsewhere(project, first_run / "dvc.lock")
     (project / "NOTES.md").write_text("an uncommitted file: the worktrees see the working tree as it is\n")
     log = pipeline(project, tmp_path / "store", "--max-parallel", "3")
 
@@ -123,7 +89,7 @@ def test_local_fan_out_runs_stages_in_worktrees_and_matches_the_sequential_run(t
     changed = yaml.safe_load(params)
     changed["evaluate"]["batch_size"] = 8
     (project / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
-    pipeline(project, tmp_path / "store", "--always-run")
+    pipeline(project, tmp_path / "store", "--max-parallel", "3", "--always-run")  # the evaluations, in worktrees
     (project / "params.yaml").write_text(params)
     back = pipeline(project, tmp_path / "store", "--always-run")
     for method in METHODS:
@@ -147,10 +113,11 @@ def test_seeds_are_set_in_params_yaml_keeping_everything_else(tmp_path):
         set_seeds(str(tmp_path), (1,))
 
 
-def test_a_failing_stage_fails_the_flow_with_its_own_error_and_publishes_nothing(tmp_path):
-    project = make_project(tmp_path / "project", "http://127.0.0.1:9")
-    # The backbone's weights are garbage: preflight sees a backbone directory, and the trainings fail in their
-    # worktrees when they load it (generate and prepare, which read only its vocabulary, run).
+@pytest.mark.slow(seconds=20)
+def test_a_failing_stage_fails_the_flow_with_its_own_error_and_publishes_nothing(tmp_path, first_run):
+    project = copy_project(first_run, tmp_path / "project", "http://127.0.0.1:9")
+    # The backbone's weights are garbage: preflight sees a backbone directory, and the trainings (the backbone is
+    # their dependency) run again, in worktrees, and fail when they load it.
     (project / "backbones" / "embedded" / "model.safetensors").write_bytes(b"not a safetensors file" * 100)
     result = subprocess.run(
         [sys.executable, "-m", "flows.pipeline", "--repo", str(project), "--store", str(tmp_path / "store"),
@@ -247,71 +214,33 @@ def work_pool(prefect_server, tmp_path, aws_test_env):
     for process, log in workers.values():
         # A process worker that has run flows often outlives SIGTERM (it forwards SIGINT to itself and waits on
         # its task group); nothing of the test's is left to save at this point, so the grace is short.
-        stop_process(process, group=True, grace=10)
+        stop_process(process, group=True, grace=3)
         log.close()
     moto.stop()
 
 
-def test_workers_run_the_stages_concurrently_and_match_the_in_process_run(tmp_path, work_pool, sequential,
-                                                                         sequential_project):  # fmt: skip
+@pytest.mark.slow(seconds=205)
+def test_workers_run_the_stages_concurrently_survive_a_lost_worker_and_match_the_in_process_run(
+    tmp_path, work_pool, sequential, first_run
+):
     env, endpoint, workers = work_pool
     project = make_project(tmp_path / "project", endpoint)
-    commit_lock_made_elsewhere(project, sequential_project / "dvc.lock")
+    commit_lock_made_elsewhere(project, first_run / "dvc.lock")
+    # Two methods are enough for two trainings at once on two workers (the first run's dvc.lock also has the
+    # third's stages: DVC leaves an entry of a stage that is gone alone).
+    methods = ("baseline", "attention")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    (project / "params.yaml").write_text(yaml.safe_dump({**params, "methods": list(methods)}, sort_keys=False))
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
-    subprocess.run([*git, "commit", "-qam", "the DVC remote"], cwd=project, check=True)  # workers clone commits
-    store = f"s3://{ARTIFACTS}/team"
+    subprocess.run([*git, "commit", "-qam", "the DVC remote, two methods"], cwd=project, check=True)  # workers clone
     command = [
-        sys.executable,
-        "-m",
-        "flows.pipeline",
-        "--repo",
-        str(project),
-        "--store",
-        store,
-        "--s3-endpoint-url",
-        endpoint,
-        "--no-require-learning",
-        "--executor",
-        "workers",
-        "--max-parallel",
-        "2",
-    ]
-    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=1500)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-6000:]
-    assert outcome(project) == sequential, "the workers changed an adapter or a metric"
-    # Each stage ran on a worker only: the project restored it by the dvc.lock entry the worker's run left.
-    for method in METHODS:
-        for stage in (f"train@{method}-0", f"evaluate@{method}-0"):
-            assert runs_of(log, stage) == 0, f"{stage} ran in the project too"
-            assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in log, log[-3000:]
-    assert "DVC ran it in the project" not in log
-
-    # Each fanned-out stage was a run of the stage deployment; the trainings ran on both workers at once.
-    runs = [r for r in stage_runs(env) if r["state"] == "COMPLETED"]
-    trainings = [r for r in runs if r["name"].startswith("train@")]
-    assert len(trainings) == 3
-    assert {r["name"].split(" on ")[1] for r in trainings} == set(workers), trainings
-    windows = sorted((r["start"], r["end"]) for r in trainings)
-    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(windows)), windows
-    assert {r["name"].split(" on ")[0] for r in runs} >= {"generate", "prepare", "evaluate@input-0"}
-
-    # A rerun with nothing changed skips every stage and sends nothing to the workers.
-    again = subprocess.run([*command, "--always-run"], cwd=project, env=env, capture_output=True, text=True,
-                           timeout=600)  # fmt: skip
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "DVC stages: 0 ran, 11 skipped (up to date)" in again.stdout
-    assert len(stage_runs(env)) == len(runs)
+        sys.executable, "-m", "flows.pipeline", "--repo", str(project), "--store", f"s3://{ARTIFACTS}/team",
+        "--s3-endpoint-url", endpoint, "--no-require-learning", "--executor", "workers", "--max-parallel", "2",
+    ]  # fmt: skip
+    flow = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     # A worker dies in the middle of a training, with the stage's process: its run stops sending heartbeats, the
     # automation marks it Crashed, and the stage task starts the stage again, on the worker that is left.
-    store_client = boto3.client("s3", endpoint_url=endpoint)
-    manifests = store_client.list_objects_v2(Bucket=ARTIFACTS, Prefix="team/runs/").get("KeyCount", 0)
-    params = (project / "params.yaml").read_text()
-    (project / "params.yaml").write_text(params.replace("epochs: 1", "epochs: 2"))
-    subprocess.run([*git, "commit", "-qam", "two epochs"], cwd=project, check=True)
-    earlier = {r["id"] for r in stage_runs(env)}
-    flow = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 600
     victim = None
     while victim is None and time.monotonic() < deadline and flow.poll() is None:
@@ -327,14 +256,41 @@ def test_workers_run_the_stages_concurrently_and_match_the_in_process_run(tmp_pa
     assert len(doomed) > 1, "the stage run's process was found"
     for pid in doomed:  # the machine is lost: nothing of it reports anything
         os.kill(pid, signal.SIGKILL)
-    out, _ = flow.communicate(timeout=1500)
-    stage_name = victim["name"].split(" on ")[0]
-    assert flow.returncode == 0, out[-6000:]
-    runs = [r for r in stage_runs(env) if r["name"].startswith(stage_name + " on ") and r["id"] not in earlier]
-    assert [r["state"] for r in runs if r["id"] == victim["id"]] == ["CRASHED"], runs  # no heartbeat: ended
+    log, _ = flow.communicate(timeout=1500)
+    assert flow.returncode == 0, log[-6000:]
     survivor = next(name for name in workers if name != killed)
-    assert [r["state"] for r in runs if r["id"] != victim["id"]] == ["COMPLETED"], runs
-    assert all(r["name"] == f"{stage_name} on {survivor}" for r in runs if r["id"] != victim["id"]), runs
-    assert f"Task run '{stage_name} (worker)'" in out and "Finished in state Completed" in out
-    published = store_client.list_objects_v2(Bucket=ARTIFACTS, Prefix="team/runs/").get("KeyCount", 0)
-    assert published > manifests, "the run was published once every stage had completed"
+    stage_name = victim["name"].split(" on ")[0]
+    again_runs = [r for r in stage_runs(env) if r["name"].startswith(stage_name + " on ")]
+    assert [r["state"] for r in again_runs if r["id"] == victim["id"]] == ["CRASHED"], again_runs  # no heartbeat
+    assert [r["state"] for r in again_runs if r["id"] != victim["id"]] == ["COMPLETED"], again_runs
+    assert all(r["name"] == f"{stage_name} on {survivor}" for r in again_runs if r["id"] != victim["id"]), again_runs
+
+    # What the user keeps is what the in-process run made, bitwise: the stage that ran twice (its first run lost
+    # with its worker) too. Each stage ran on a worker only: the project restored it by the dvc.lock entry the
+    # worker's run left.
+    assert outcome(project, methods) == {m: sequential[m] for m in methods}, "the workers changed an adapter"
+    for method in methods:
+        for stage in (f"train@{method}-0", f"evaluate@{method}-0"):
+            assert runs_of(log, stage) == 0, f"{stage} ran in the project too"
+            assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in log, log[-3000:]
+    assert "DVC ran it in the project" not in log
+    published = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=ARTIFACTS, Prefix="team/runs/")
+    assert published.get("KeyCount", 0) > 0, "the run was published once every stage had completed"
+
+    # Each fanned-out stage was a run of the stage deployment; the trainings ran on both workers at once (the lost
+    # one's run ends when it is marked Crashed).
+    runs = stage_runs(env)
+    trainings = [r for r in runs if r["name"].startswith("train@")]
+    assert sorted(r["state"] for r in trainings) == ["COMPLETED", "COMPLETED", "CRASHED"], trainings
+    assert {r["name"].split(" on ")[1] for r in trainings} == set(workers), trainings
+    windows = sorted((r["start"], r["end"] or float("inf")) for r in trainings)
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(windows)), windows
+    completed = {r["name"].split(" on ")[0] for r in runs if r["state"] == "COMPLETED"}
+    assert completed >= {"generate", "prepare", *(f"{s}@{m}-0" for s in ("train", "evaluate") for m in methods)}
+
+    # A rerun with nothing changed skips every stage and sends nothing to the (remaining) worker.
+    again = subprocess.run([*command, "--always-run"], cwd=project, env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "DVC stages: 0 ran, 8 skipped (up to date)" in again.stdout
+    assert len(stage_runs(env)) == len(runs)

@@ -54,6 +54,7 @@ def train_baseline(project: Path, name: str, *overrides: str) -> dict:
     return json.loads((project / name / "train_summary.json").read_text())
 
 
+@pytest.mark.slow(seconds=15)
 def test_default_recipe_trains_small_data_by_steps_and_learns_it(project):
     before = train_baseline(project, "before", *BEFORE)
     after = train_baseline(project, "after")
@@ -67,6 +68,7 @@ def test_default_recipe_trains_small_data_by_steps_and_learns_it(project):
     assert not after["sanity"]["degenerate"]
 
 
+@pytest.mark.slow(seconds=25)
 def test_the_epoch_sized_recipe_fails_a_world_it_was_not_tuned_for_and_the_default_learns_it(tmp_path):
     """An MM-IMDb-layout world the recipe never saw (23 genres, layout seed 22, 400 train samples; the README's
     recipe table): 8 epochs at one learning rate of 0.01 give 96 steps and a model with one answer for nearly

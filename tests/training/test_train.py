@@ -87,6 +87,7 @@ def test_two_processes_agree_and_only_rank_zero_writes(workspace):
     assert written == ["adapter", "dvclive", "train_summary.json"]
 
 
+@pytest.mark.slow(seconds=20)
 def test_two_nodes_rendezvous_and_end_with_one_adapter(workspace):
     """Two "nodes" on 127.0.0.1, one process each, as on two GPU machines (`torchrun --nnodes 2 --node-rank R`);
     the folders are shared, as a multi-node job's are (its checkpoints need a shared filesystem)."""
@@ -135,6 +136,7 @@ def test_deepspeed_launcher_two_processes(workspace):
     assert summary["world_size"] == 2 and len(set(summary["rank_parameter_hashes"])) == 1
 
 
+@pytest.mark.slow(seconds=25)
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(workspace):
     params = write_params(workspace / "params4.yaml", workspace / "backbone", epochs=3, val_per_epoch=3)
     run_mmp(train_args(workspace, "input", "whole", params), workspace)
