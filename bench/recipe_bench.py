@@ -57,7 +57,7 @@ def complete_and_headline(metrics_path: Path) -> tuple[float, float | None]:
 
 def run_dataset(
     work: Path, layout: str, seed: int, size: int, methods: list[str], overrides: list[str], reuse: bool,
-    mode: str = "shipped", pretrain_epochs: int = 20,
+    mode: str = "shipped", pretrain_epochs: int = 20, pretrain_lr: float | None = None,
 ):  # fmt: skip
     name = f"{layout}-s{seed}-n{size}"
     folder = work / name
@@ -75,9 +75,11 @@ def run_dataset(
             "--vocab-size", "0", cwd=folder, log=log)  # fmt: skip
     backbone, prepared, out_root = ROOT / "backbones" / "embedded", "prepared", folder
     if mode != "shipped":  # a backbone pretrained on this dataset's complete train pairs, in its own subfolder
-        out_root = folder / mode
+        out_root = folder / (mode if pretrain_lr is None else f"{mode}-lr{pretrain_lr:g}")
         backbone = out_root / "backbone"
         pretrain = ["--set=pretrain.corpus=prepared", f"--set=pretrain.epochs={pretrain_epochs}"]
+        if pretrain_lr is not None:
+            pretrain.append(f"--set=pretrain.lr={pretrain_lr}")
         if mode == "scratch" and not (folder / "prepared-vocab").is_dir():  # its own vocabulary, from the text
             mmp("prepare", "--dataset", layout, "--raw", "raw", "--out", "prepared-vocab", "--missing-rates", "0",
                 "0.7", "--vocab-size", "2048", cwd=folder, log=log)  # fmt: skip
@@ -100,7 +102,8 @@ def run_dataset(
         (out_root / PROBE_NAME).write_text(text[text.index("{") :])
     probe = json.loads((out_root / PROBE_NAME).read_text())
     metric = probe["metric"]
-    row = {"dataset": name, "train": size, "backbone": mode, "metric": metric, "probe": probe["complete"][metric]}
+    row = {"dataset": name, "train": size, "backbone": out_root.name if mode != "shipped" else mode, "metric": metric,
+           "probe": probe["complete"][metric]}  # fmt: skip
     row["probe_single"] = max(probe["text missing"][metric], probe["image missing"][metric])
     if mode != "shipped":
         summary = json.loads((backbone / "pretrain_summary.json").read_text())
@@ -147,13 +150,18 @@ def main() -> None:
         "pairs (vocabulary extended); scratch: pretrained from scratch on them (own vocabulary)",
     )
     parser.add_argument("--pretrain-epochs", type=int, default=20, help="epochs of init / scratch pretraining")
+    parser.add_argument("--pretrain-lr", type=float, default=None,
+                        help="learning rate of init / scratch pretraining (default: params.yaml's pretrain.lr); "
+                        "its backbone gets a folder of its own (<backbone>-lr<LR>)")  # fmt: skip
     args = parser.parse_args()
     rows = [
         run_dataset(args.work, *parse_dataset(d), args.methods, args.set, args.reuse, args.backbone,
-                    args.pretrain_epochs)
+                    args.pretrain_epochs, args.pretrain_lr)
         for d in args.datasets
     ]  # fmt: skip
-    print(f"backbone: {args.backbone}")
+    print(
+        f"backbone: {args.backbone}" + (f", pretrain.lr {args.pretrain_lr:g}" if args.pretrain_lr is not None else "")
+    )
     print("| dataset | train | metric | probe complete | baseline complete | ratio | steps (best) | time |"
           + "".join(f" {m} complete | {m} both@70 vs baseline |" for m in args.methods))  # fmt: skip
     print("|---" * (8 + 2 * len(args.methods)) + "|")
