@@ -261,6 +261,12 @@ def run_train(args: argparse.Namespace) -> int:
     )
     for warning in summary["sanity"].get("warnings", []):
         print(f"[{args.method}] WARNING: {warning} (validation split)")
+    if summary.get("still_improving"):
+        print(
+            f"[{args.method}] NOTE: still improving when its budget of {summary['budget_steps']} steps ended (best "
+            f"at step {summary['best_step']}): more steps would likely help, e.g. --set train.min_steps="
+            f"{3 * summary['budget_steps']} (early stopping still ends it once validation stops improving)"
+        )
     return 0
 
 

@@ -49,3 +49,11 @@ def finished(state, total_steps: int, patience: int) -> bool:
     """The budget is spent, or `patience` validations in a row brought nothing better (a pure function of the
     loop state: a resumed run decides as the interrupted one would have)."""
     return state.global_step >= total_steps or bool(patience and validations_since_best(state) >= patience)
+
+
+def still_improving(state, total_steps: int, patience: int) -> bool:
+    """The run spent its whole budget while validation was still getting better: its best validation is one of
+    the last few (fewer than a quarter of `patience`, and at least the last two). More steps would likely help:
+    a backbone whose features are harder to read than the shipped one's can need several times the floor."""
+    recent = max(2, patience // 4)
+    return state.global_step >= total_steps and bool(state.history) and validations_since_best(state) < recent

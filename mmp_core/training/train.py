@@ -35,7 +35,7 @@ from mmp_core.model.loading import backbone_for, data_checksum, open_prepared, s
 from mmp_core.model.precision import resolve_precision
 from mmp_core.model.prompts import MissingAwarePromptConfig, MissingAwarePromptModel
 from mmp_core.progress import Progress
-from mmp_core.training.budget import epoch_order, finished, step_budget, validation_interval
+from mmp_core.training.budget import epoch_order, finished, step_budget, still_improving, validation_interval
 from mmp_core.training.checkpoints import (
     ADAPTER_DIR,
     BEST_ADAPTER,
@@ -287,6 +287,7 @@ def train(
     summary.update(
         budget_steps=total_steps,
         stopped_early=state.global_step < total_steps,
+        still_improving=still_improving(state, total_steps, params.patience),
         epochs=math.ceil(state.global_step / steps_per_epoch),
         unk_rate=data.unk_rate,
     )

@@ -62,6 +62,7 @@ def test_default_recipe_trains_small_data_by_steps_and_learns_it(project):
     assert before["steps"] == 24 and before["budget_steps"] == 24, "8 epochs of 3 steps: the old budget"
     assert after["budget_steps"] == 2000 and 100 <= after["steps"] <= 2000, "the floor, cut short by early stopping"
     assert after["stopped_early"] == (after["steps"] < 2000)
+    assert after["still_improving"] is False or not after["stopped_early"], "stopped by patience: it had levelled off"
     assert after["best_step"] > before["steps"], "its best model comes after the old budget would have stopped"
     assert after["best_val_f1_macro"] >= prior + 0.15, "the default recipe learns what the features hold"
     assert after["best_val_f1_macro"] >= before["best_val_f1_macro"] - 0.03, "and no worse than 24 steps did"
