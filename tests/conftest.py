@@ -31,10 +31,12 @@ def pytest_configure(config: pytest.Config) -> None:
     # each on two cores would make torch's spinning threads wait on each other, several times slower.
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
-        threads = str(max(1, (os.cpu_count() or 1) // workers))
-        os.environ["OMP_NUM_THREADS"] = threads
+        from mmp_core.publishing.workspaces import threads_per_stage  # the fan-out's own share of the cores
+
+        threads = threads_per_stage(workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
         if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(int(threads))
+            sys.modules["torch"].set_num_threads(threads)
 
 
 FIRST_RUN_SECONDS = 75  # tests/flows/conftest.py: first_run, made once per session by the first test that needs it
@@ -50,18 +52,19 @@ def run_order(tests: list, seconds, shares_first_run, *, workers: int = 2) -> li
     if len(sharing) < 2:
         return ordered
     first, later = sharing[0], sharing[1:]
+    held = set(later)
     enough = FIRST_RUN_SECONDS * workers  # handed out in turn: a share also queues behind the first
-    result, independent, released = [], 0.0, False
+    result, independent = [], 0.0
     for test in ordered:
-        if test in later:
-            continue  # placed below, once
-        if not released and independent >= enough:
+        if test in held:
+            continue  # placed once, below
+        if later and independent >= enough:
             result += later
-            released = True
+            later = []
         result.append(test)
-        if first in result and test is not first:
+        if test is not first and first in result:
             independent += seconds(test)
-    return result if released else result + later
+    return result + later
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -41,5 +41,9 @@ def test_the_longest_tests_start_first_and_the_first_runs_sharers_after_enough_o
     assert order.index("fan-out") < order.index("features")  # not later than needed
     assert order.index("fan-out") < order.index("retrain") < order.index("failing")  # longest first among them
     assert order[-2:] == ["quick", "other"]  # unmarked ones last, in the order given
+    # A sharer shorter than the independent work before it still comes once, after that work.
+    seconds["quick-sharer"] = 1
+    order = run_order(list(seconds), seconds.get, {*sharing, "quick-sharer"}.__contains__, workers=2)
+    assert sorted(order) == sorted(seconds) and order.index("fan-out") < order.index("quick-sharer")
     # Nothing shares the first run: simply longest first.
     assert run_order(["a", "b", "c"], {"a": 1, "b": 3, "c": 2}.get, lambda t: False) == ["b", "c", "a"]

@@ -21,7 +21,7 @@ ARTIFACTS = "mmp-artifacts"
 DVC_BUCKET = "mmp-dvc"
 
 TINY_PARAMS = {
-    "methods": ["baseline", "attention", "input"],
+    "methods": list(METHODS),
     "generate": {"seed": 0, "train": 64, "dev": 32, "test": 48, "label_noise": 0.02, "natural_missing": 0.0},
     "prepare": {
         "dataset": "embedded",
