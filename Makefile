@@ -30,9 +30,11 @@ run: install
 	$(VENV)/bin/python -m flows.pipeline $(if $(SEEDS),--seeds $(SEEDS)) $(if $(PARALLEL),--max-parallel $(PARALLEL))
 
 # The premise experiment (docs/premise.md): 5 methods x 5 seeds on one backbone, paired with the baseline, in a
-# project of its own under experiments/ (resumable: rerun the same command). `make premise BACKBONE=embedded`.
+# project of its own under experiments/ (resumable: rerun the same command). `make premise BACKBONE=embedded` also
+# judges H4 against the generic backbone's kept results.
 premise: install
-	$(PY) bench/premise.py --backbone backbones/$(or $(BACKBONE),generic) $(if $(SEEDS),--seeds $(SEEDS))
+	$(PY) bench/premise.py --backbone backbones/$(or $(BACKBONE),generic) $(if $(SEEDS),--seeds $(SEEDS)) \
+		$(if $(filter embedded,$(BACKBONE)),--contrast-with docs/results/premise-generic.json)
 
 demo: install
 	$(VENV)/bin/mmp demo

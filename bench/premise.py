@@ -36,7 +36,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmp_core.evaluation.paired import bootstrap_interval, format_paired, metric, paired_table  # noqa: E402
+from mmp_core.evaluation.paired import (  # noqa: E402
+    bootstrap_interval,
+    contrast_interval,
+    format_paired,
+    metric,
+    paired_table,
+    verdict,
+)
 
 METHODS = ["baseline", "shared", "attention", "input", "finetune"]
 BACKBONE_LRS = [1e-4, 3e-4, 1e-3]
@@ -233,6 +240,41 @@ def hypotheses(results: dict, rate: float = RATE) -> dict:
     return result
 
 
+def contrast(premise: dict, task_aligned: dict) -> dict:
+    """H4 of docs/premise.md: each prompt method's lead over the baseline on the premise backbone (`premise`, a
+    premise.json of backbones/generic) minus its lead on the task-aligned one (`task_aligned`, backbones/embedded),
+    per missing type, with a Welch 95% interval (`contrast_interval`: the two backbones' seeds are independent runs).
+
+    H4 holds when, for the prompt method that H2 named the better one on the premise backbone, the difference is
+    ahead (interval above 0) on each of text, image and both missing. The other prompt methods are reported beside.
+    """
+    cells = {}
+    for method in ("shared", "attention", "input"):
+        if method in premise["paired"] and method in task_aligned["paired"]:
+            cells[method] = {}
+            for column in COLUMNS:
+                difference, low, high = contrast_interval(
+                    premise["paired"][method][column], task_aligned["paired"][method][column]
+                )
+                cells[method][column] = {
+                    "mean": difference,
+                    "low": low,
+                    "high": high,
+                    "verdict": verdict(low, high),
+                    "seeds": min(side["paired"][method][column]["seeds"] for side in (premise, task_aligned)),
+                }
+    better = premise["hypotheses"]["H2"].get("better")
+    seeds = min((c["seeds"] for m in cells.values() for c in m.values()), default=0)
+    return {
+        "backbones": [premise["backbone"], task_aligned["backbone"]],
+        "better": better,
+        "holds": better in cells and all(cells[better][t]["verdict"] == "ahead" for t in TYPES),
+        "seeds": seeds,
+        "preliminary": seeds < PLANNED_SEEDS,
+        "lead_difference": cells,
+    }
+
+
 def analyse(workdir: Path, backbone: str, methods: list[str], env: dict) -> dict:
     results = {m: json.loads((workdir / "results" / m / "metrics.json").read_text()) for m in methods}
     seeds = sorted(set.intersection(*(set(r["seeds"]) for r in results.values())))
@@ -333,7 +375,19 @@ def markdown(analysis: dict) -> str:
             cells = judged["H3"]["attention_minus_shared"]
             lines.append(f"- H3 (attention ahead of shared on each missing type): {judged['H3']['holds']}; "
                          + "; ".join(f"{t} {format_paired(c)}" for t, c in cells.items()))  # fmt: skip
-        lines.append("- H4 (larger lead on generic than on embedded): judged from both backbones' premise.json")
+        h4 = analysis.get("H4")
+        if h4 is None:
+            lines.append(
+                "- H4 (larger lead on generic than on embedded): run with --contrast-with <generic premise.json>"
+            )
+        else:
+            lines.append(
+                f"- H4 (the lead of {h4['better']} over the baseline larger on {h4['backbones'][0]} than on "
+                f"{h4['backbones'][1]} on each missing type; Welch 95% interval): {h4['holds']}"
+                + (" (preliminary)" if h4["preliminary"] else "")
+            )
+            for method, columns in h4["lead_difference"].items():
+                lines.append(f"  - {method}: " + "; ".join(f"{c} {format_paired(v)}" for c, v in columns.items()))
     if analysis["backbone_lr"]:
         chosen = analysis["backbone_lr"]
         lines.append(f"- finetune backbone lr {chosen['chosen']:g}, chosen on seed 0's validation split: "
@@ -348,6 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--workdir", type=Path, help="default: experiments/premise-<backbone name>")
     parser.add_argument("--analyse-only", action="store_true", help="write premise.md from what has run")
+    parser.add_argument(
+        "--contrast-with",
+        type=Path,
+        metavar="PREMISE_JSON",
+        help="the premise backbone's premise.json (backbones/generic's): judge H4, its leads minus this backbone's",
+    )
     args = parser.parse_args(argv)
     if "baseline" not in args.methods:
         parser.error("the baseline is what every method is paired with: keep it in --methods")
@@ -362,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         run([sys.executable, "-m", "flows.pipeline", "--repo", str(workdir), "--store", str(workdir / "store")],
             workdir, env)  # fmt: skip
     analysis = analyse(workdir, args.backbone, args.methods, env)
+    if args.contrast_with:
+        analysis["H4"] = contrast(json.loads(args.contrast_with.read_text()), analysis)
     (workdir / "premise.json").write_text(json.dumps(analysis, indent=2, default=float))
     text = markdown(analysis)
     (workdir / "premise.md").write_text(text)

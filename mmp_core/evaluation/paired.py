@@ -2,7 +2,8 @@
 
 Two sources of spread, two intervals: `seed_interval` over the per-seed differences (training noise; a Student-t
 interval over seeds), `bootstrap_interval` over the test samples (which samples were drawn; a percentile bootstrap
-that resamples the same sample indices for both methods). `verdict` reads either interval against 0 and
+that resamples the same sample indices for both methods). `contrast_interval` compares two such experiments, e.g.
+a method's lead over the baseline on two backbones. `verdict` reads either interval against 0 and
 `gap_recovered` says how much of the baseline -> full-finetune gap a method closes.
 """
 
@@ -45,6 +46,38 @@ def seed_interval(differences: Sequence[float], confidence: float = 0.95) -> tup
         return mean, None, None
     half = float(stats.t.ppf((1.0 + confidence) / 2.0, n - 1) * values.std(ddof=1) / math.sqrt(n))
     return mean, mean - half, mean + half
+
+
+def contrast_interval(
+    first: Mapping, second: Mapping, confidence: float = 0.95
+) -> tuple[float, float | None, float | None]:
+    """first's mean paired difference minus second's, with a Welch interval: two experiments, each summarised by
+    `seed_interval` (a cell of `paired_table`: "mean", "low", "high", "seeds").
+
+    The two experiments are independent (e.g. the same method on two backbones: seed s of one has nothing to pair
+    with seed s of the other), so the interval is Welch's: each sample standard deviation is recovered from its own
+    t-interval's half-width, s = half · sqrt(n) / t((1 + confidence) / 2, n - 1), and the degrees of freedom are
+    Welch-Satterthwaite's. Below two seeds on either side there is no interval: (difference, None, None).
+
+    Returns:
+        (difference, low, high).
+    """
+    _check_confidence(confidence)
+    difference = float(first["mean"]) - float(second["mean"])
+    if first["low"] is None or second["low"] is None:
+        return difference, None, None
+    quantile = (1.0 + confidence) / 2.0
+    variances = []  # of each mean: s² / n
+    for cell in (first, second):
+        n = int(cell["seeds"])
+        sd = (cell["high"] - cell["low"]) / 2.0 * math.sqrt(n) / stats.t.ppf(quantile, n - 1)
+        variances.append((sd**2 / n, n))
+    total = sum(v for v, _ in variances)
+    if total == 0.0:
+        return difference, difference, difference
+    dof = total**2 / sum(v**2 / (n - 1) for v, n in variances)
+    half = float(stats.t.ppf(quantile, dof) * math.sqrt(total))
+    return difference, difference - half, difference + half
 
 
 def bootstrap_interval(

@@ -18,7 +18,7 @@ def premise_module():
 
 
 BASE = [0.50, 0.52, 0.48]
-SPREAD = (0.01, -0.01, 0.0)  # seed-to-seed noise added to a method's difference: a non-degenerate t-interval
+SPREAD = (0.01, -0.01, 0.0)  # seed-to-seed noise shared by every method on a seed: the paired differences cancel it
 
 
 def method(name: str, text: float, image: float, both: float, complete: float = 0.0) -> dict:
@@ -91,3 +91,46 @@ def test_markdown_states_the_verdicts_and_how_many_seeds_judged_them():
     assert "- H1 (prompts ahead on each missing type): True; ahead on attention: text, image, both" in text
     assert "- H2 (the better recovers ≥ 50% of the gap): True; mean share attention 50%" in text
     assert "H3" not in text.split("- H2")[1].split("- H4")[0]  # no shared method: H3 is not judged
+
+
+NOISE = (0.004, -0.006, 0.002)  # seed-to-seed noise of a prompt method's lead, on top of the baseline's SPREAD
+
+
+def noisy(name: str, text: float, image: float, both: float) -> dict:
+    """`method`, with a lead over the baseline that varies from seed to seed (NOISE): a t-interval of width > 0."""
+    return seeded_document(
+        name,
+        {s: cells(b + text + e + n, b + image + e + n, b + both + e + n, b + 0.2)
+         for s, (b, e, n) in enumerate(zip(BASE, SPREAD, NOISE, strict=True))},
+    )  # fmt: skip
+
+
+def backbone_analysis(premise, backbone: str, attention: tuple, inputs: tuple) -> dict:
+    """The parts of a premise.json that H4 reads, from constructed per-seed results."""
+    results = {
+        "baseline": method("baseline", 0, 0, 0),
+        "attention": noisy("attention", *attention),
+        "input": noisy("input", *inputs),
+        "finetune": method("finetune", 0.10, 0.10, 0.10),
+    }
+    return {"backbone": backbone, "paired": premise.paired_table(results, premise.RATE),
+            "hypotheses": premise.hypotheses(results)}  # fmt: skip
+
+
+def test_h4_holds_when_the_better_methods_lead_is_larger_on_the_premise_backbone_on_each_missing_type():
+    premise = premise_module()
+    generic = backbone_analysis(premise, "backbones/generic", (0.02, 0.02, 0.02), (0.06, 0.05, 0.04))
+    embedded = backbone_analysis(premise, "backbones/embedded", (0.01, 0.0, 0.0), (0.0, 0.01, 0.04))
+    h4 = premise.contrast(generic, embedded)
+    assert h4["better"] == "input" and h4["seeds"] == 3 and h4["preliminary"] is True
+    lead = h4["lead_difference"]["input"]
+    assert lead["text"]["mean"] == pytest.approx(0.06) and lead["image"]["mean"] == pytest.approx(0.04)
+    assert lead["text"]["low"] < 0.06 < lead["text"]["high"]  # seed noise on both sides: an interval, not a point
+    assert (lead["text"]["verdict"], lead["image"]["verdict"], lead["both"]["verdict"]) == ("ahead", "ahead", "within")
+    assert h4["holds"] is False  # both missing: +0.04 on both backbones
+    embedded_lower = backbone_analysis(premise, "backbones/embedded", (0.01, 0.0, 0.0), (0.0, 0.01, 0.0))
+    assert premise.contrast(generic, embedded_lower)["holds"] is True
+    # The attention-level row is reported beside, not judged.
+    assert premise.contrast(generic, embedded_lower)["lead_difference"]["attention"]["image"]["mean"] == pytest.approx(
+        0.02
+    )

@@ -10,6 +10,7 @@ from scipy import stats
 
 from mmp_core.evaluation.paired import (
     bootstrap_interval,
+    contrast_interval,
     format_paired,
     gap_recovered,
     metric,
@@ -22,6 +23,25 @@ from mmp_core.evaluation.seeds import aggregate_documents
 
 def accuracy(scores, labels):
     return float((scores.argmax(axis=1) == labels).mean())
+
+
+def summarised(differences):
+    mean, low, high = seed_interval(differences)
+    return {"mean": mean, "low": low, "high": high, "seeds": len(differences)}
+
+
+def test_contrast_interval_is_welchs_interval_from_the_two_summaries():
+    # Two independent experiments, known per-seed differences: the interval rebuilt from the two t-interval
+    # summaries is scipy's Welch interval on the raw values.
+    first, second = [0.05, 0.02, 0.04, 0.07, 0.03], [0.01, -0.01, 0.00, 0.02, 0.005, 0.012]
+    difference, low, high = contrast_interval(summarised(first), summarised(second))
+    welch = stats.ttest_ind(first, second, equal_var=False).confidence_interval(0.95)
+    assert difference == pytest.approx(np.mean(first) - np.mean(second))
+    assert (low, high) == (pytest.approx(welch.low), pytest.approx(welch.high))
+    assert verdict(low, high) == "ahead"
+    # The other way round is the mirror image; one seed on either side gives no interval.
+    assert contrast_interval(summarised(second), summarised(first))[1] == pytest.approx(-high)
+    assert contrast_interval(summarised(first), summarised([0.01]))[1:] == (None, None)
 
 
 def test_seed_interval_is_the_student_t_interval_over_seeds():
