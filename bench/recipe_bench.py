@@ -3,9 +3,11 @@
 For every dataset (a raw layout, a world seed and a size; mmp_core/data/synthetic.py) the script runs what a user
 runs, through the `mmp` CLI with the project's params.yaml: `generate`, `prepare`, `probe` (a logistic regression
 on the frozen backbone's pooled [CLS]: what a linear read-out of the features reaches), then `train` + `evaluate`
-of the baseline on complete data, and optionally of prompt methods at the default missing setting. It prints:
+of the baseline on complete data, and optionally of prompt methods at the default missing setting, beside the
+baseline trained at that same setting. It prints:
 
-    dataset | train size | probe complete | baseline complete | ratio | prompts complete / both@70 | steps | time
+    dataset | train size | probe complete | baseline complete | ratio | steps | time | baseline both@70 |
+    prompts complete / both@70 (and their difference to the baseline)
 
 The target of the recipe: the baseline trained on complete data reaches at least 95% of the probe's complete score
 on every dataset, and no run is degenerate where the probe shows signal.
@@ -111,6 +113,8 @@ def run_dataset(
         row["pretrain_seconds"] = float((out_root / "pretrain_seconds.txt").read_text())
     base = [f"--set=train.backbone={backbone}", *sets]
     runs = [("baseline-complete", "baseline", ["--set=train.train_missing.rate=0", "--set=train.val_missing.rate=0"])]
+    if methods:  # the prompt methods' reference: the baseline trained and validated at the same missing setting
+        runs.append(("baseline", "baseline", []))
     runs += [(method, method, []) for method in methods]
     for label, method, extra in runs:
         started = time.perf_counter()
@@ -163,8 +167,9 @@ def main() -> None:
         f"backbone: {args.backbone}" + (f", pretrain.lr {args.pretrain_lr:g}" if args.pretrain_lr is not None else "")
     )
     print("| dataset | train | metric | probe complete | baseline complete | ratio | steps (best) | time |"
-          + "".join(f" {m} complete | {m} both@70 vs baseline |" for m in args.methods))  # fmt: skip
-    print("|---" * (8 + 2 * len(args.methods)) + "|")
+          + (" baseline both@70 |" if args.methods else "")
+          + "".join(f" {m} complete | {m} both@70 |" for m in args.methods))  # fmt: skip
+    print("|---" * (8 + bool(args.methods) + 2 * len(args.methods)) + "|")
     for row in rows:
         base = row["baseline-complete"]
         flag = " (degenerate)" if base["degenerate"] else ""
@@ -172,9 +177,15 @@ def main() -> None:
             f"| {row['dataset']} | {row['train']} | {row['metric']} | {row['probe']:.3f} | {base['complete']:.3f}{flag} "
             f"| {base['complete'] / row['probe']:.2f} | {base['steps']} ({base['best_step']}) | {base['seconds']:.0f} s |"
         )
+        if args.methods:
+            reference = row["baseline"]
+            line += f" {reference['both70']:.3f} ({reference['steps']} steps, {reference['seconds']:.0f} s) |"
         for method in args.methods:
             run = row[method]
-            line += f" {run['complete']:.3f} | {run['both70']:.3f} ({run['steps']} steps, {run['seconds']:.0f} s) |"
+            line += (
+                f" {run['complete']:.3f} | {run['both70']:.3f} {run['both70'] - row['baseline']['both70']:+.3f} "
+                f"({run['steps']} steps, {run['seconds']:.0f} s) |"
+            )
         print(line)
     (args.work / "table.json").write_text(json.dumps(rows, indent=2))
 
