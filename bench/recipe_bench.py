@@ -177,13 +177,13 @@ def main() -> None:
             f"| {row['dataset']} | {row['train']} | {row['metric']} | {row['probe']:.3f} | {base['complete']:.3f}{flag} "
             f"| {base['complete'] / row['probe']:.2f} | {base['steps']} ({base['best_step']}) | {base['seconds']:.0f} s |"
         )
-        if args.methods:
-            reference = row["baseline"]
+        reference = row.get("baseline")  # at the prompts' missing setting; only with --methods
+        if reference:
             line += f" {reference['both70']:.3f} ({reference['steps']} steps, {reference['seconds']:.0f} s) |"
         for method in args.methods:
             run = row[method]
             line += (
-                f" {run['complete']:.3f} | {run['both70']:.3f} {run['both70'] - row['baseline']['both70']:+.3f} "
+                f" {run['complete']:.3f} | {run['both70']:.3f} {run['both70'] - reference['both70']:+.3f} "
                 f"({run['steps']} steps, {run['seconds']:.0f} s) |"
             )
         print(line)
